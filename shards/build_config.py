@@ -1,0 +1,166 @@
+"""The shard build's settings, one dataclass per concern; all load from YAML and take CLI overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shards.config import ConfigError
+
+
+@dataclass
+class ImageConfig:
+    max_pixels: int = field(default=400_000_000, metadata={"help": "images with more pixels are skipped (too_large)"})
+    max_side: int = field(default=2048, metadata={"help": "longer side above this is downscaled before writing (0 = never)"})
+    min_side: int = field(default=8, metadata={"help": "images with a shorter side below this are skipped"})
+    jpeg_quality: int = field(default=95, metadata={"help": "quality when a sample must be re-encoded"})
+    high_bit_percentiles: list[float] = field(
+        default_factory=lambda: [2.0, 98.0],
+        metadata={"help": "per-band percentile stretch used to bring 16-bit/float images to 8 bit"},
+    )
+    bands: list[int] = field(
+        default_factory=lambda: [0, 1, 2],
+        metadata={"help": "which bands of a multi-band (e.g. 4-band RGBN) image are R,G,B (0-based)"},
+    )
+
+    def validate(self) -> None:
+        if self.max_pixels <= 0:
+            raise ConfigError(f"image.max_pixels must be > 0, got {self.max_pixels}")
+        if self.max_side < 0:
+            raise ConfigError(f"image.max_side must be >= 0, got {self.max_side}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"image.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        lo_hi = self.high_bit_percentiles
+        if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
+            raise ConfigError(f"image.high_bit_percentiles must be [low, high] within 0..100, got {lo_hi}")
+        if len(self.bands) != 3 or any(b < 0 for b in self.bands):
+            raise ConfigError(f"image.bands must be three band indices, got {self.bands}")
+
+
+@dataclass
+class ClassConfig:
+    aliases: dict = field(
+        default_factory=dict,
+        metadata={"help": "raw class name -> name to use, applied by every reader (e.g. {plane: airplane})"},
+    )
+    extra: list[str] = field(
+        default_factory=list,
+        metadata={"help": "class names accepted in addition to a format's known list (DOTA, DIOR); others are unknown_class"},
+    )
+    check_known: bool = field(default=True, metadata={"help": "drop (and count) objects whose class is not in the format's known list"})
+
+
+@dataclass
+class B2CConfig:
+    centre_fraction: float = field(
+        default=0.5, metadata={"help": "a box whose centre lies in the middle box of this fraction of width/height is 'in the middle'"}
+    )
+    many_above: int = field(default=10, metadata={"help": "counts above this read 'many' / 'a lot of'"})
+    seed: int = field(default=0, metadata={"help": "seed of the caption RNG (per sample it is mixed with the sample key)"})
+
+    def validate(self) -> None:
+        if not 0.0 < self.centre_fraction <= 1.0:
+            raise ConfigError(f"b2c.centre_fraction must be in (0, 1], got {self.centre_fraction}")
+        if self.many_above < 1:
+            raise ConfigError(f"b2c.many_above must be >= 1, got {self.many_above}")
+
+
+@dataclass
+class BoxConfig:
+    min_size: float = field(default=1.0, metadata={"help": "boxes narrower or lower than this (pixels, after clipping) are dropped as degenerate"})
+    clip: bool = field(default=True, metadata={"help": "clip boxes that leave the image (counted); false drops them"})
+    drop_difficult: bool = field(default=False, metadata={"help": "drop objects flagged difficult (DOTA/VOC)"})
+
+    def validate(self) -> None:
+        if self.min_size < 0:
+            raise ConfigError(f"boxes.min_size must be >= 0, got {self.min_size}")
+
+
+@dataclass
+class MaskConfig:
+    classes: dict = field(
+        default_factory=dict,
+        metadata={"help": "mask value -> class name: {2: building} for index masks, {'255,0,0': car} for RGB palettes; empty = LoveDA's map"},
+    )
+    ignore: list[str] = field(default_factory=lambda: ["background", "clutter", "no-data"], metadata={"help": "class names never boxed"})
+    min_area: int = field(default=64, metadata={"help": "contours with a box smaller than this many pixels are dropped"})
+
+    def validate(self) -> None:
+        if self.min_area < 0:
+            raise ConfigError(f"masks.min_area must be >= 0, got {self.min_area}")
+
+
+@dataclass
+class CaptionSetConfig:
+    train_splits: list[str] = field(default_factory=lambda: ["train", "val"], metadata={"help": "splits of caption sets that go into training shards"})
+    eval_splits: list[str] = field(default_factory=lambda: ["test"], metadata={"help": "splits of a caption json used by --dedup-against"})
+
+
+@dataclass
+class FolderConfig:
+    templates: list[str] = field(
+        default_factory=lambda: [
+            "a satellite photo of {}.",
+            "an aerial image of {}.",
+            "a remote sensing image of {}.",
+            "a top-down view of {}.",
+            "an overhead photo of {}.",
+        ],
+        metadata={"help": "caption templates for scene-class folders ({} = class name); five give five captions"},
+    )
+
+    def validate(self) -> None:
+        for t in self.templates:
+            if "{}" not in t:
+                raise ConfigError(f"folders.templates: template {t!r} has no '{{}}' for the class name")
+
+
+@dataclass
+class DedupConfig:
+    threshold: int = field(default=2, metadata={"help": "Hamming distance <= this is a duplicate (RemoteCLIP code: <= 2)"})
+    segments: int = field(default=4, metadata={"help": "multi-index segments of the 64-bit pHash (exact for threshold < segments)"})
+    within: bool = field(default=True, metadata={"help": "remove near-duplicates inside the training data"})
+
+    def validate(self) -> None:
+        if not 0 <= self.threshold <= 32:
+            raise ConfigError(f"dedup.threshold must be in 0..32, got {self.threshold}")
+        if self.segments not in (1, 2, 4, 8):
+            raise ConfigError(f"dedup.segments must divide 64 into whole bytes (1, 2, 4 or 8), got {self.segments}")
+
+
+@dataclass
+class WriterConfig:
+    shard_size: int = field(default=1000, metadata={"help": "samples per tar shard"})
+    keep_work: bool = field(default=False, metadata={"help": "keep the staged parts under OUTPUT/_work after a build"})
+
+    def validate(self) -> None:
+        if self.shard_size < 1:
+            raise ConfigError(f"writer.shard_size must be >= 1, got {self.shard_size}")
+
+
+@dataclass
+class ReportConfig:
+    grid_samples: int = field(default=24, metadata={"help": "sample images shown in report.html"})
+    max_pairs: int = field(default=24, metadata={"help": "duplicate/contamination pairs shown in report.html"})
+
+
+@dataclass
+class BuildConfig:
+    workers: int = field(default=2, metadata={"help": "worker processes that decode/hash/encode (0 = in the main process)"})
+    seed: int = field(default=0, metadata={"help": "seed for everything random in the build"})
+    strict: bool = field(default=False, metadata={"help": "stop at the first bad sample or annotation instead of skipping it"})
+    image: ImageConfig = field(default_factory=ImageConfig)
+    boxes: BoxConfig = field(default_factory=BoxConfig)
+    classes: ClassConfig = field(default_factory=ClassConfig)
+    b2c: B2CConfig = field(default_factory=B2CConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    captions: CaptionSetConfig = field(default_factory=CaptionSetConfig)
+    folders: FolderConfig = field(default_factory=FolderConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        for section in (self.image, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.writer):
+            section.validate()

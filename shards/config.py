@@ -1,0 +1,229 @@
+"""Typed dataclass configs that load from YAML and take command-line overrides.
+
+Every leaf field of a config dataclass becomes a flag named by its dotted path, e.g. ``--b2c.centre-fraction
+0.4`` or ``--dedup.threshold 3``; ``--config FILE.yaml`` gives the base. Precedence: dataclass defaults <
+YAML < flags. Unknown keys and values of the wrong type are errors that name the key (and the YAML file),
+raised before any work starts. Later stages reuse these helpers for their own configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and where it came from."""
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise a ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: '{key}' = {value!r} does not fit {tp}")
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, where=where, prefix=key + ".")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, key, where) for v in value]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: '{key}' must be a JSON/YAML mapping, got {value!r}") from exc
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: '{key}' must be true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: '{key}' must be {tp.__name__}, got {value!r}") from exc
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return out
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
+        return str(value)
+    if tp is Path:
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict; unknown keys are errors."""
+    hints = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys here: {', '.join(prefix + n for n in sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k, where) for k, v in data.items()}
+    obj = cls(**kwargs)
+    return obj
+
+
+def to_dict(cfg) -> dict:
+    """Plain-JSON view of a config (Paths as strings)."""
+
+    def conv(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(dataclasses.asdict(cfg))
+
+
+def _leaves(cls, prefix: str = ""):
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            yield from _leaves(tp, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, tp, f
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--dotted.path`` flag per leaf field of ``cls`` (help shows the default)."""
+    group = parser.add_argument_group("config overrides (any key of the YAML config)")
+    defaults = to_dict(cls())
+    for path, tp, f in _leaves(cls):
+        if path in skip:
+            continue
+        default = defaults
+        for part in path.split("."):
+            default = default[part]
+        help_text = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
+        group.add_argument(
+            "--" + path.replace("_", "-"),
+            dest="cfg__" + path,
+            default=argparse.SUPPRESS,
+            metavar=_metavar(tp),
+            help=help_text,
+        )
+
+
+def _metavar(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        return "A,B,..."
+    if origin is dict:
+        return "JSON"
+    if tp is bool:
+        return "BOOL"
+    return getattr(tp, "__name__", "VALUE").upper()
+
+
+def _set_path(data: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"command line: '{path}' overrides a non-mapping value")
+    node[parts[-1]] = value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """Defaults < YAML file < ``overrides`` (dotted keys). Validates and returns the dataclass."""
+    data: dict = {}
+    where = "config"
+    if yaml_path is not None:
+        where = str(yaml_path)
+        try:
+            loaded = yaml.safe_load(Path(yaml_path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {yaml_path}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{yaml_path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{yaml_path}: the top level must be a mapping of keys")
+        data = loaded
+    over: dict = {}
+    for path, value in (overrides or {}).items():
+        _set_path(over, path, value)
+    if over:
+        where = f"{where} + command line" if yaml_path else "command line"
+    cfg = from_dict(cls, _merge(data, over), where=where)
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return cfg
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--dotted.path`` flags the user actually gave."""
+    return {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__")}
