@@ -1,0 +1,465 @@
+"""The shard build: read -> (hash + caption + encode) -> dedup -> write -> report, in four passes.
+
+Passes, each restartable and each leaving a marker in ``OUTPUT/_work``:
+
+1. ``hash`` (per node): workers decode every image once, check boxes, caption, p-Hash and encode it; the
+   main process appends the results to staged tar parts and a ``records.jsonl`` (one line per record,
+   ok or skipped). A node takes the records whose global index ``i % num_nodes == node_rank``.
+2. ``dedup`` (one job): all nodes' hashes (8 bytes an image) + the evaluation sets' hashes -> the images
+   to remove, ``duplicates.json`` and ``contaminated.json``.
+3. ``write`` (per node): kept samples in global index order are numbered; shard ``s`` holds ordinals
+   ``[s*N, (s+1)*N)``, and node ``r`` writes the shards with ``s % num_nodes == r`` from the staged bytes.
+4. ``finalize`` (one job): ``manifest.json``, ``sizes.json``, ``report.json``, ``issues.jsonl`` and the
+   HTML report; the staged parts are removed unless ``writer.keep_work``.
+
+On one machine ``stage="all"`` runs the four in a row. "First" in de-duplication means the lowest
+global index: sources in the order given on the command line, then each reader's sorted order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing as mp
+import platform
+import shutil
+import time
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from shards import __version__
+from shards.build_config import BuildConfig
+from shards.config import to_dict
+from shards.dedup import find_contaminated, find_duplicates, phash_u64
+from shards.imageio import configure_pillow, load_image
+from shards.readers import read_records
+from shards.readers.eval_sets import iter_eval_images
+from shards.record import Record, SampleSkip
+from shards.sample import Sample, build_sample, sample_json_bytes
+from shards.writer import SHARD_PATTERN, MemberRef, StagedReader, StagingWriter, atomic_write_json, write_shard
+
+log = logging.getLogger("shards.build")
+
+STAGES = ("hash", "dedup", "write", "finalize")
+WORK = "_work"
+
+
+@dataclass
+class InputSpec:
+    """One ``--input FORMAT:PATH``; ``name`` is the source name used in keys and reports."""
+
+    fmt: str
+    path: Path
+    name: str
+
+
+@dataclass
+class BuildPlan:
+    inputs: list[InputSpec]
+    output: Path
+    cfg: BuildConfig
+    dedup_against: list[Path] = field(default_factory=list)
+    num_nodes: int = 1
+    node_rank: int = 0
+    progress: bool = True
+
+    @property
+    def work(self) -> Path:
+        return self.output / WORK
+
+
+# ---------------------------------------------------------------- pass 1: hash, caption, encode, stage
+
+
+def iter_indexed_records(plan: BuildPlan) -> Iterator[tuple[int, Record]]:
+    """All records of all inputs with their global index (the de-duplication priority)."""
+    index = 0
+    for spec in plan.inputs:
+        for record in read_records(spec.fmt, spec.path, spec.name, plan.cfg):
+            yield index, record
+            index += 1
+
+
+def _init_worker(cfg: BuildConfig) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    configure_pillow(cfg.image)
+
+
+def _build_one(args: tuple[int, Record, BuildConfig]) -> Sample:
+    index, record, cfg = args
+    return build_sample(index, record, cfg)
+
+
+def bounded_imap(pool, fn, items, max_in_flight: int) -> Iterator:
+    """Ordered ``pool.imap`` that keeps at most ``max_in_flight`` tasks queued.
+
+    ``Pool.imap`` drains its input eagerly and buffers every finished result, so on a large dataset it
+    holds all records (and, when the writer lags, their encoded images) in memory; this does not.
+    """
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= max_in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def map_samples(items: Iterator[tuple[int, Record]], cfg: BuildConfig) -> Iterator[Sample]:
+    """build_sample over the records, in order, in ``cfg.workers`` processes (0 = this process)."""
+    jobs = ((i, r, cfg) for i, r in items)
+    if cfg.workers == 0:
+        _init_worker(cfg)
+        yield from map(_build_one, jobs)
+        return
+    with mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        yield from bounded_imap(pool, _build_one, jobs, max_in_flight=16 * cfg.workers)
+
+
+def sample_line(sample: Sample, refs: dict[str, MemberRef] | None) -> dict:
+    line = {"index": sample.index, "key": sample.key, "source": sample.source, "path": sample.path, "status": sample.status}
+    if sample.status == "ok":
+        line.update(phash=f"{sample.phash:016x}", members={k: r.to_json() for k, r in refs.items()}, classes=sample.classes)
+    else:
+        line.update(reason=sample.reason, message=sample.message)
+    if sample.object_counts:
+        line["objects"] = sample.object_counts
+    if sample.issues:
+        line["issues"] = [{"reason": i.reason, "message": i.message} for i in sample.issues]
+    return line
+
+
+def run_hash_pass(plan: BuildPlan) -> None:
+    node_dir = plan.work / f"node-{plan.node_rank:04d}"
+    done = node_dir / "DONE"
+    if done.exists():
+        log.info("hash pass of node %d already done, skipping", plan.node_rank)
+        return
+    if node_dir.exists():
+        shutil.rmtree(node_dir)  # an interrupted pass restarts from scratch: parts are not trusted
+    node_dir.mkdir(parents=True)
+    mine = ((i, r) for i, r in iter_indexed_records(plan) if i % plan.num_nodes == plan.node_rank)
+    staging = StagingWriter(node_dir)
+    counts: Counter = Counter()
+    start = time.perf_counter()
+    with open(node_dir / "records.jsonl", "w") as lines:
+        bar = tqdm(map_samples(mine, plan.cfg), desc=f"hash+encode (node {plan.node_rank})", unit="img", disable=not plan.progress)
+        for sample in bar:
+            refs = None
+            if sample.status == "ok":
+                refs = staging.add(sample.key, {"jpg": sample.jpg, "txt": sample.txt.encode("utf-8"), "json": sample_json_bytes(sample)})
+            counts[sample.status] += 1
+            lines.write(json.dumps(sample_line(sample, refs), ensure_ascii=False) + "\n")
+    staging.close()
+    seconds = time.perf_counter() - start
+    atomic_write_json(done, {"counts": dict(counts), "seconds": round(seconds, 3)})
+
+
+# ---------------------------------------------------------------- pass 2: global dedup
+
+
+def load_records(plan: BuildPlan) -> list[dict]:
+    """Every node's records.jsonl, sorted by global index. Missing nodes are an error naming them."""
+    missing = [r for r in range(plan.num_nodes) if not (plan.work / f"node-{r:04d}" / "DONE").exists()]
+    if missing:
+        raise RuntimeError(f"hash pass not finished for node(s) {missing} in {plan.work}; run --stage hash there first")
+    rows: list[dict] = []
+    for rank in range(plan.num_nodes):
+        with open(plan.work / f"node-{rank:04d}" / "records.jsonl") as fh:
+            for line in fh:
+                row = json.loads(line)
+                row["node"] = rank
+                rows.append(row)
+    rows.sort(key=lambda r: r["index"])
+    return rows
+
+
+def _hash_eval_image(args: tuple[Path, BuildConfig]) -> tuple[str, int | None, str | None]:
+    path, cfg = args
+    try:
+        return str(path), phash_u64(load_image(path, cfg.image).rgb), None
+    except SampleSkip as skip:
+        return str(path), None, skip.reason
+
+
+def hash_eval_sets(plan: BuildPlan) -> tuple[list[str], np.ndarray, Counter]:
+    """p-Hashes of every image of the ``--dedup-against`` sets (same decoding as training images)."""
+    paths = [p for root in plan.dedup_against for p in iter_eval_images(root, plan.cfg)]
+    jobs = [(p, plan.cfg) for p in paths]
+    if plan.cfg.workers == 0:
+        _init_worker(plan.cfg)
+        results = list(map(_hash_eval_image, jobs))
+    else:
+        with mp.get_context("fork").Pool(plan.cfg.workers, initializer=_init_worker, initargs=(plan.cfg,)) as pool:
+            hashed = bounded_imap(pool, _hash_eval_image, jobs, max_in_flight=16 * plan.cfg.workers)
+            results = list(tqdm(hashed, total=len(jobs), desc="hash eval sets", unit="img", disable=not plan.progress))
+    kept_paths = [p for p, h, _ in results if h is not None]
+    hashes = np.array([h for _, h, _ in results if h is not None], dtype=np.uint64)
+    failed = Counter(reason for _, h, reason in results if h is None)
+    return kept_paths, hashes, failed
+
+
+def _ref(row: dict) -> dict:
+    return {"key": row["key"], "source": row["source"], "path": row["path"], "phash": row["phash"]}
+
+
+def run_dedup_pass(plan: BuildPlan) -> None:
+    done = plan.work / "dedup.json"
+    if done.exists():
+        log.info("dedup pass already done, skipping")
+        return
+    rows = [r for r in load_records(plan) if r["status"] == "ok"]
+    hashes = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
+    threshold, segments = plan.cfg.dedup.threshold, plan.cfg.dedup.segments
+    removed: dict[int, str] = {}
+    contaminated_out: list[dict] = []
+    eval_paths, eval_hashes, eval_failed = hash_eval_sets(plan) if plan.dedup_against else ([], np.zeros(0, np.uint64), Counter())
+    if len(eval_hashes):
+        for hit in find_contaminated(hashes, eval_hashes, threshold, segments):
+            row = rows[hit.train]
+            removed[row["index"]] = "contaminated"
+            contaminated_out.append({
+                "removed": _ref(row),
+                "matched": {"path": eval_paths[hit.matches[0][0]], "phash": f"{int(eval_hashes[hit.matches[0][0]]):016x}"},
+                "distance": hit.matches[0][1],
+                "all_matches": [{"path": eval_paths[e], "distance": d} for e, d in hit.matches],
+                "n_matches": hit.n_matches,
+            })
+    duplicates_out: list[dict] = []
+    if plan.cfg.dedup.within:
+        remaining = [i for i, r in enumerate(rows) if r["index"] not in removed]
+        for dup in find_duplicates(hashes[remaining], threshold, segments):
+            row, kept = rows[remaining[dup.removed]], rows[remaining[dup.kept]]
+            removed[row["index"]] = "duplicate"
+            duplicates_out.append({"removed": _ref(row), "matched": _ref(kept), "distance": dup.distance})
+    atomic_write_json(plan.output / "duplicates.json", duplicates_out)
+    atomic_write_json(plan.output / "contaminated.json", contaminated_out)
+    atomic_write_json(done, {
+        "removed": {str(k): v for k, v in sorted(removed.items())},
+        "eval_images": len(eval_paths),
+        "eval_skipped": dict(eval_failed),
+        "threshold": threshold,
+    })
+
+
+# ---------------------------------------------------------------- pass 3: write shards
+
+
+def kept_rows(plan: BuildPlan) -> list[dict]:
+    removed = json.loads((plan.work / "dedup.json").read_text())["removed"]
+    return [r for r in load_records(plan) if r["status"] == "ok" and str(r["index"]) not in removed]
+
+
+def shard_assignment(n_kept: int, shard_size: int) -> list[range]:
+    """Ordinal ranges of each shard: shard s holds kept samples [s*N, (s+1)*N)."""
+    return [range(s, min(s + shard_size, n_kept)) for s in range(0, n_kept, shard_size)]
+
+
+def run_write_pass(plan: BuildPlan) -> None:
+    marker = plan.work / f"write-{plan.node_rank:04d}.done"
+    if marker.exists():
+        log.info("write pass of node %d already done, skipping", plan.node_rank)
+        return
+    rows = kept_rows(plan)
+    shards = shard_assignment(len(rows), plan.cfg.writer.shard_size)
+    readers = {rank: StagedReader(plan.work / f"node-{rank:04d}") for rank in range(plan.num_nodes)}
+    mine = [s for s in range(len(shards)) if s % plan.num_nodes == plan.node_rank]
+    for shard in tqdm(mine, desc=f"write shards (node {plan.node_rank})", unit="shard", disable=not plan.progress):
+        samples = []
+        for ordinal in shards[shard]:
+            row = rows[ordinal]
+            reader = readers[row["node"]]
+            members = {ext: reader.read(MemberRef.from_json(ref)) for ext, ref in row["members"].items()}
+            samples.append((row["key"], members))
+        write_shard(plan.output / SHARD_PATTERN.format(shard), samples)
+    for reader in readers.values():
+        reader.close()
+    atomic_write_json(marker, {"shards": mine})
+
+
+# ---------------------------------------------------------------- pass 4: manifest, report
+
+
+def versions() -> dict:
+    import cv2
+    import faiss
+    import imagehash
+    import PIL
+    import webdataset
+
+    return {
+        "toolkit": __version__, "python": platform.python_version(), "numpy": np.__version__, "pillow": PIL.__version__,
+        "opencv": cv2.__version__, "imagehash": imagehash.__version__, "faiss": faiss.__version__,
+        "webdataset": webdataset.__version__,
+    }
+
+
+def empty_counts() -> dict:
+    return {"read": 0, "written": 0, "skipped": Counter(), "duplicates": 0, "contaminated": 0}
+
+
+def tally(rows: list[dict], removed: dict[str, str], sources: list[str]) -> dict:
+    """report.json's counts: read = written + sum(skipped) + duplicates + contaminated, overall and per source."""
+    total = empty_counts()
+    per_source = {name: empty_counts() for name in sources}
+    objects: Counter = Counter()
+    for row in rows:
+        for counts in (total, per_source[row["source"]]):
+            counts["read"] += 1
+            if row["status"] != "ok":
+                counts["skipped"][row["reason"]] += 1
+            elif str(row["index"]) in removed:
+                counts["duplicates" if removed[str(row["index"])] == "duplicate" else "contaminated"] += 1
+            else:
+                counts["written"] += 1
+        objects.update(row.get("objects", {}))
+
+    def plain(c: dict) -> dict:
+        return {**c, "skipped": dict(sorted(c["skipped"].items()))}
+
+    out = plain(total)
+    out["sources"] = {name: plain(c) for name, c in per_source.items()}
+    out["objects"] = {
+        "read": objects.get("read", 0), "kept": objects.get("kept", 0), "clipped": objects.get("clipped", 0),
+        "dropped": {k.split(":", 1)[1]: v for k, v in sorted(objects.items()) if k.startswith("dropped:")},
+    }
+    return out
+
+
+def report_samples(plan: BuildPlan, rows: list[dict], limit: int) -> list[dict]:
+    """Up to ``limit`` written samples for the report, taken round-robin over sources."""
+    from PIL import Image
+
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_source[row["source"]].append(row)
+    picked: list[dict] = []
+    queues = [list(v) for v in by_source.values()]
+    while len(picked) < limit and any(queues):
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop(0))
+    readers = {rank: StagedReader(plan.work / f"node-{rank:04d}") for rank in range(plan.num_nodes)}
+    samples = []
+    for row in picked:
+        reader = readers[row["node"]]
+        meta = json.loads(reader.read(MemberRef.from_json(row["members"]["json"])))
+        image = Image.open(io.BytesIO(reader.read(MemberRef.from_json(row["members"]["jpg"])))).convert("RGB")
+        samples.append({"key": row["key"], "source": row["source"], "image": image, "captions": meta["captions"], "objects": meta["objects"], "path": row["path"]})
+    for reader in readers.values():
+        reader.close()
+    return samples
+
+
+def write_issue_log(plan: BuildPlan, rows: list[dict]) -> list[dict]:
+    """Every skip and object-level problem with its file:line message, one JSON object a line."""
+    examples: dict[str, dict] = {}
+    with open(plan.output / "issues.jsonl", "w") as fh:
+        for row in rows:
+            items = list(row.get("issues", []))
+            if row["status"] != "ok":
+                items.insert(0, {"reason": row["reason"], "message": row["message"]})
+            for item in items:
+                fh.write(json.dumps({"key": row["key"], "source": row["source"], **item}, ensure_ascii=False) + "\n")
+                examples.setdefault(item["reason"], item)
+    return list(examples.values())
+
+
+def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
+    from shards.report import write_html_report
+
+    missing = [r for r in range(plan.num_nodes) if not (plan.work / f"write-{r:04d}.done").exists()]
+    if missing:
+        raise RuntimeError(f"write pass not finished for node(s) {missing}; run --stage write there first")
+    rows = load_records(plan)
+    dedup = json.loads((plan.work / "dedup.json").read_text())
+    removed = dedup["removed"]
+    kept = [r for r in rows if r["status"] == "ok" and str(r["index"]) not in removed]
+    shards = shard_assignment(len(kept), plan.cfg.writer.shard_size)
+    shard_list = [{"name": SHARD_PATTERN.format(s), "samples": len(rng)} for s, rng in enumerate(shards)]
+    for entry in shard_list:
+        if not (plan.output / entry["name"]).exists():
+            raise RuntimeError(f"{plan.output / entry['name']} is missing after the write pass")
+    counts = tally(rows, removed, [s.name for s in plan.inputs])
+    counts["shards"] = len(shard_list)
+    counts["eval_images"] = dedup["eval_images"]
+    if dedup["eval_skipped"]:
+        counts["eval_skipped"] = dedup["eval_skipped"]
+    hash_seconds = sum(json.loads((plan.work / f"node-{r:04d}" / "DONE").read_text())["seconds"] for r in range(plan.num_nodes))
+    counts["timing"] = {"hash_pass_seconds": round(hash_seconds, 2), "images_per_s": round(counts["read"] / hash_seconds, 2) if hash_seconds else None}
+    if started is not None:
+        counts["timing"]["seconds"] = round(time.perf_counter() - started, 2)
+    examples = write_issue_log(plan, rows)
+    atomic_write_json(plan.output / "sizes.json", {e["name"]: e["samples"] for e in shard_list})
+    atomic_write_json(plan.output / "manifest.json", {
+        "shards": shard_list,
+        "num_samples": len(kept),
+        "inputs": [{"format": s.fmt, "path": str(s.path), "name": s.name} for s in plan.inputs],
+        "dedup_against": [str(p) for p in plan.dedup_against],
+        "config": to_dict(plan.cfg),
+        "versions": versions(),
+        "members": {"jpg": "RGB JPEG", "txt": "one caption (seeded choice of the five)", "json": "all captions, source, path, objects, phash"},
+    })
+    atomic_write_json(plan.output / "report.json", counts)
+    class_counts: Counter = Counter()
+    for row in kept:
+        class_counts.update(row.get("classes", {}))
+    duplicates = json.loads((plan.output / "duplicates.json").read_text())
+    contaminated = json.loads((plan.output / "contaminated.json").read_text())
+    write_html_report(
+        plan.output, {**counts, "issues_examples": examples}, report_samples(plan, kept, plan.cfg.report.grid_samples),
+        duplicates, contaminated, dict(class_counts), plan.cfg.report,
+    )
+    if not plan.cfg.writer.keep_work:
+        shutil.rmtree(plan.work)
+    return counts
+
+
+# ---------------------------------------------------------------- driver
+
+
+def prepare_output(plan: BuildPlan, overwrite: bool) -> None:
+    """A fresh or resumable output dir: a finished build or foreign files are never silently overwritten."""
+    out = plan.output
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not plan.work.exists():
+        what = "a finished build (manifest.json)" if (out / "manifest.json").exists() else "files but no build in progress"
+        raise FileExistsError(f"{out} already holds {what}; pass --overwrite or choose a new --output")
+    plan.work.mkdir(parents=True, exist_ok=True)
+    settings = {"inputs": [[s.fmt, str(s.path), s.name] for s in plan.inputs], "dedup_against": [str(p) for p in plan.dedup_against],
+                "config": to_dict(plan.cfg), "num_nodes": plan.num_nodes}
+    settings["config"].pop("workers")  # may differ between reruns and nodes without changing the result
+    stamp = plan.work / "settings.json"
+    if not stamp.exists():
+        atomic_write_json(stamp, settings)
+    elif json.loads(stamp.read_text()) != settings:
+        raise ValueError(f"{out} holds a build in progress with other inputs or settings; pass --overwrite to start over")
+
+
+def run_build(plan: BuildPlan, stage: str = "all", overwrite: bool = False) -> dict | None:
+    """Run one pass (``stage``) or all of them; returns report.json's content after ``finalize``."""
+    started = time.perf_counter()
+    if stage not in STAGES + ("all",):
+        raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES + ('all',))}")
+    prepare_output(plan, overwrite)
+    stages = STAGES if stage == "all" else (stage,)
+    result = None
+    for name in stages:
+        if name == "hash":
+            run_hash_pass(plan)
+        elif name == "dedup":
+            run_dedup_pass(plan)
+        elif name == "write":
+            run_write_pass(plan)
+        else:
+            result = run_finalize_pass(plan, started)
+    return result

@@ -1,0 +1,128 @@
+"""Command line of the shard factory (``python launch/build_shards.py --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+
+from shards.build import STAGES, BuildPlan, InputSpec, run_build
+from shards.build_config import BuildConfig
+from shards.config import ConfigError, add_config_args, load_config, overrides_from_args
+from shards.readers import FORMATS
+
+EXAMPLES = """examples:
+  # DOTA + DIOR + LoveDA masks + RSICD train captions, RSICD/RSITMD test images guarded against leakage
+  python launch/build_shards.py --input dota:/data/DOTA/train --input voc:/data/DIOR \\
+      --input mask:/data/LoveDA/Train --input captions:/data/RSICD \\
+      --dedup-against /data/RSICD/dataset_rsicd.json --dedup-against /data/RSITMD/dataset_RSITMD.json \\
+      --output /data/shards/rs --workers 16
+
+  # on a cluster: K array jobs hash, one dedups, K write, one finalizes (shared filesystem)
+  python launch/build_shards.py ... --num-nodes 8 --node-rank $SLURM_ARRAY_TASK_ID --stage hash
+  python launch/build_shards.py ... --num-nodes 8 --stage dedup
+  python launch/build_shards.py ... --num-nodes 8 --node-rank $SLURM_ARRAY_TASK_ID --stage write
+  python launch/build_shards.py ... --num-nodes 8 --stage finalize
+"""
+
+
+def parse_input(value: str) -> tuple[str, Path]:
+    fmt, sep, path = value.partition(":")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"--input wants FORMAT:PATH (FORMAT one of {', '.join(FORMATS)}), got {value!r}")
+    if fmt not in FORMATS:
+        raise argparse.ArgumentTypeError(f"--input {value!r}: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return fmt, Path(path).expanduser()
+
+
+def source_names(inputs: list[tuple[str, Path]]) -> list[InputSpec]:
+    """Source name = the dataset folder's (or json's) name, made unique with -2, -3... in given order."""
+    specs, seen = [], {}
+    for fmt, path in inputs:
+        base = path.stem if path.suffix else path.name
+        base = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_").lower() or fmt
+        seen[base] = seen.get(base, 0) + 1
+        name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        specs.append(InputSpec(fmt, path, name))
+    return specs
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="build_shards.py",
+        description="Build captioned webdataset shards (RemoteCLIP-style B2C/M2B captions, p-Hash dedup) from RS datasets.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--input", action="append", type=parse_input, required=True, metavar="FORMAT:PATH",
+                        help=f"a dataset root in its shipped layout; FORMAT one of {', '.join(FORMATS)}; repeatable")
+    parser.add_argument("--output", type=Path, required=True, help="output dir for shards, manifest and reports")
+    parser.add_argument("--dedup-against", action="append", type=Path, default=[], metavar="PATH",
+                        help="evaluation caption json (its test split) or image folder (recursive): near-duplicates are removed from training")
+    parser.add_argument("--config", type=Path, help="YAML config; any key is also a flag below")
+    parser.add_argument("--workers", type=int, help="worker processes (0 = none); same as --workers in the config")
+    parser.add_argument("--shard-size", type=int, help="samples per shard (writer.shard_size)")
+    parser.add_argument("--num-nodes", type=int, default=1, help="machines sharing the build (cluster mode)")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank in 0..num-nodes-1")
+    parser.add_argument("--stage", choices=STAGES + ("all",), default="all", help="which pass to run (default: all four)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing output dir first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_args(parser, BuildConfig, skip=("workers", "writer.shard_size"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = overrides_from_args(args)
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.shard_size is not None:
+        overrides["writer.shard_size"] = args.shard_size
+    try:
+        cfg = load_config(BuildConfig, args.config, overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if not 0 <= args.node_rank < args.num_nodes:
+        parser.error(f"--node-rank must be in 0..{args.num_nodes - 1}, got {args.node_rank}")
+    if args.overwrite and args.num_nodes > 1:
+        parser.error("--overwrite is for single-machine builds; clear the output dir yourself before a multi-node build")
+    for _, path in args.input:
+        if not path.exists():
+            parser.error(f"--input path does not exist: {path}")
+    for path in args.dedup_against:
+        if not path.exists():
+            parser.error(f"--dedup-against path does not exist: {path}")
+    plan = BuildPlan(
+        inputs=source_names(args.input), output=args.output, cfg=cfg, dedup_against=list(args.dedup_against),
+        num_nodes=args.num_nodes, node_rank=args.node_rank, progress=not args.no_progress,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # schedulers send SIGTERM before killing
+    try:
+        report = run_build(plan, stage=args.stage, overwrite=args.overwrite)
+    except (FileExistsError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: finished passes in {args.output / '_work'} are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if report is not None:
+        summary = {k: report[k] for k in ("read", "written", "skipped", "duplicates", "contaminated", "shards")}
+        print(json.dumps(summary))
+        print(f"report: {args.output / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

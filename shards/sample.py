@@ -1,0 +1,193 @@
+"""One record -> one shard sample (or one counted skip). This is the work a build's worker processes do.
+
+Steps: record-level reader issues -> decode the image (shards.imageio) -> check/clip boxes against the
+real image size -> M2B for mask records -> captions (human ones kept, else B2C) -> p-Hash -> JPEG bytes.
+Everything random is seeded by (seed, sample key), so a sample is the same whichever worker builds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from shards.b2c import b2c_captions, caption_objects, display_name
+from shards.build_config import BuildConfig
+from shards.dedup import phash_u64
+from shards.imageio import LoadedImage, jpeg_bytes, load_image
+from shards.m2b import boxes_from_mask
+from shards.readers.masks import load_mask
+from shards.record import Issue, ObjectAnn, Record, SampleSkip
+
+
+@dataclass
+class Sample:
+    """The outcome for one record: ``status`` "ok" with the shard members, or "skip" with a reason."""
+
+    index: int
+    key: str
+    source: str
+    path: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+    phash: int | None = None
+    jpg: bytes | None = None
+    txt: str | None = None
+    meta: dict | None = None
+    object_counts: dict = field(default_factory=dict)  # {"read", "kept", "clipped", "dropped:<reason>"}
+    issues: list[Issue] = field(default_factory=list)
+    classes: dict = field(default_factory=dict)  # display class name -> objects kept
+
+
+def make_key(source: str, rel_path: str) -> str:
+    """Stable, unique webdataset key: no dots (webdataset splits the extension at the first dot)."""
+    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:80]
+    digest = hashlib.sha1(f"{source}/{rel_path}".encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '_', source)}__{slug}_{digest}"
+
+
+def clip_objects(objects: list[ObjectAnn], width: int, height: int, cfg: BuildConfig, where: str) -> tuple[list[ObjectAnn], Counter, list[Issue]]:
+    """Clip boxes to the image (or drop them when ``boxes.clip`` is off); drop degenerate ones. All counted."""
+    kept: list[ObjectAnn] = []
+    counts: Counter = Counter(read=len(objects))
+    issues: list[Issue] = []
+    for obj in objects:
+        x1, y1, x2, y2 = obj.hbb
+        where_obj = f"{where}:{obj.line}" if obj.line is not None else where
+        if cfg.boxes.drop_difficult and obj.difficult:
+            counts["dropped:difficult"] += 1
+            continue
+        inside = 0 <= x1 and 0 <= y1 and x2 <= width and y2 <= height
+        cx1, cy1, cx2, cy2 = max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
+        if cx2 - cx1 < cfg.boxes.min_size or cy2 - cy1 < cfg.boxes.min_size:
+            reason = "degenerate_box" if inside else "box_outside_image"
+            counts[f"dropped:{reason}"] += 1
+            issues.append(Issue(reason, f"{where_obj}: box {obj.hbb} of {obj.cls!r} dropped (image {width}x{height})"))
+            continue
+        if not inside:
+            if not cfg.boxes.clip:
+                counts["dropped:box_outside_image"] += 1
+                issues.append(Issue("box_outside_image", f"{where_obj}: box {obj.hbb} leaves the {width}x{height} image"))
+                continue
+            counts["clipped"] += 1
+            obj = replace(obj, hbb=(cx1, cy1, cx2, cy2))
+        kept.append(obj)
+    counts["kept"] = len(kept)
+    return kept, counts, issues
+
+
+def scaled(obj: ObjectAnn, scale: float) -> ObjectAnn:
+    if scale == 1.0:
+        return obj
+    return replace(
+        obj,
+        hbb=tuple(v * scale for v in obj.hbb),
+        obb=tuple(v * scale for v in obj.obb) if obj.obb is not None else None,
+    )
+
+
+def mask_objects(record: Record, loaded: LoadedImage, cfg: BuildConfig) -> list[ObjectAnn]:
+    """M2B: boxes from the record's mask (in original image pixels)."""
+    try:
+        mask = load_mask(record.mask_path)
+    except FileNotFoundError:
+        raise SampleSkip("missing_mask", f"{record.mask_path}: mask file not found") from None
+    except (OSError, ValueError) as exc:
+        raise SampleSkip("corrupt_mask", f"{record.mask_path}: cannot read mask ({exc})") from None
+    if (mask.shape[1], mask.shape[0]) != loaded.orig_size:
+        raise SampleSkip(
+            "mask_size_mismatch",
+            f"{record.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, image {record.image_path} is {loaded.orig_size[0]}x{loaded.orig_size[1]}",
+        )
+    objects = boxes_from_mask(mask, record.mask_classes or {}, cfg.masks.ignore, cfg.masks.min_area)
+    if not objects:
+        raise SampleSkip("empty_mask", f"{record.mask_path}: no class region of at least {cfg.masks.min_area} px")
+    return objects
+
+
+def choose_captions(record: Record, objects: list[ObjectAnn], loaded: LoadedImage, cfg: BuildConfig, rng: random.Random) -> list[str]:
+    if record.captions:
+        return list(record.captions)
+    if not objects:
+        raise SampleSkip("no_objects", f"{record.where()}: no usable object to caption and no caption given")
+    width, height = loaded.size
+    return b2c_captions(
+        caption_objects(objects, loaded.scale), width, height, rng, cfg.b2c.centre_fraction, cfg.b2c.many_above
+    )
+
+
+def build_sample(index: int, record: Record, cfg: BuildConfig) -> Sample:
+    """Turn one record into a Sample; never raises for a bad sample unless ``cfg.strict``."""
+    key = make_key(record.source, record.rel_path)
+    base = dict(index=index, key=key, source=record.source, path=str(record.image_path))
+    try:
+        return _build(record, cfg, base)
+    except SampleSkip as skip:
+        if cfg.strict:
+            raise
+        return Sample(status="skip", reason=skip.reason, message=str(skip), issues=list(record.issues), **base)
+
+
+def _build(record: Record, cfg: BuildConfig, base: dict) -> Sample:
+    blocking = [i for i in record.issues if i.level == "record"]
+    if blocking:
+        raise SampleSkip(blocking[0].reason, blocking[0].message)
+    object_issues = [i for i in record.issues if i.level != "record"]
+    if cfg.strict and object_issues:
+        raise SampleSkip(object_issues[0].reason, object_issues[0].message)
+    loaded = load_image(record.image_path, cfg.image)
+    width, height = loaded.orig_size
+    raw_objects = mask_objects(record, loaded, cfg) if record.mask_path is not None else record.objects
+    objects, counts, box_issues = clip_objects(raw_objects, width, height, cfg, record.where())
+    for issue in object_issues:
+        counts[f"dropped:{issue.reason}"] += 1
+    counts["read"] += len(object_issues)
+    if cfg.strict and box_issues:
+        raise SampleSkip(box_issues[0].reason, box_issues[0].message)
+    rng = random.Random(f"{cfg.b2c.seed}:{base['key']}")
+    captions = choose_captions(record, objects, loaded, cfg, rng)
+    written = [scaled(o, loaded.scale) for o in objects]
+    out_w, out_h = loaded.size
+    meta = {
+        "key": base["key"],
+        "captions": captions,
+        "source": record.source,
+        "path": str(record.image_path),
+        "rel_path": record.rel_path,
+        "width": out_w,
+        "height": out_h,
+        "orig_width": width,
+        "orig_height": height,
+        "scale": round(loaded.scale, 6),
+        "caption_kind": "human" if record.captions else ("m2b+b2c" if record.mask_path is not None else "b2c"),
+        "objects": [o.to_json() for o in written],
+    }
+    for name in ("split", "label"):
+        if getattr(record, name) is not None:
+            meta[name] = getattr(record, name)
+    if record.meta:
+        meta["source_meta"] = record.meta
+    if loaded.notes:
+        meta["conversion"] = loaded.notes
+    phash = phash_u64(loaded.rgb)
+    meta["phash"] = f"{phash:016x}"
+    return Sample(
+        status="ok",
+        phash=phash,
+        jpg=jpeg_bytes(loaded, cfg.image.jpeg_quality),
+        txt=rng.choice(captions),
+        meta=meta,
+        object_counts=dict(counts),
+        issues=object_issues + box_issues,
+        classes=dict(Counter(display_name(o.cls) for o in objects)),
+        **base,
+    )
+
+
+def sample_json_bytes(sample: Sample) -> bytes:
+    return json.dumps(sample.meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
