@@ -57,6 +57,10 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: '{key}' must be a mapping, got {value!r}")
         return from_dict(tp, value, where=where, prefix=key + ".")
+    if tp in (list, tuple):  # bare `list` / `dict` annotations have no typing origin
+        origin = tp
+    if tp is dict:
+        origin = dict
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]

@@ -31,8 +31,11 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> tuple[int, int]:
     """Append one file; returns (data offset, size) for later random access."""
     info = _tarinfo(name, len(data))
+    # addfile() stores a copy of ``info``, so its offset_data stays 0: compute where the data starts.
+    header = info.tobuf(tar.format, tar.encoding, tar.errors)
+    offset = tar.offset + len(header)
     tar.addfile(info, io.BytesIO(data))
-    return info.offset_data, info.size
+    return offset, info.size
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
