@@ -86,6 +86,12 @@ def iter_indexed_records(plan: BuildPlan) -> Iterator[tuple[int, Record]]:
             index += 1
 
 
+def worker_pool(cfg: BuildConfig):
+    """A process pool from a clean ``forkserver``, not ``fork``: a process that already ran OpenCV (the demo
+    generator, a notebook) holds its thread pool's locks, and a forked child calling OpenCV then hangs forever."""
+    return mp.get_context("forkserver").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
+
+
 def _init_worker(cfg: BuildConfig) -> None:
     import cv2
 
@@ -120,7 +126,7 @@ def map_samples(items: Iterator[tuple[int, Record]], cfg: BuildConfig) -> Iterat
         _init_worker(cfg)
         yield from map(_build_one, jobs)
         return
-    with mp.get_context("fork").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+    with worker_pool(cfg) as pool:
         yield from bounded_imap(pool, _build_one, jobs, max_in_flight=16 * cfg.workers)
 
 
@@ -198,7 +204,7 @@ def hash_eval_sets(plan: BuildPlan) -> tuple[list[str], np.ndarray, Counter]:
         _init_worker(plan.cfg)
         results = list(map(_hash_eval_image, jobs))
     else:
-        with mp.get_context("fork").Pool(plan.cfg.workers, initializer=_init_worker, initargs=(plan.cfg,)) as pool:
+        with worker_pool(plan.cfg) as pool:
             hashed = bounded_imap(pool, _hash_eval_image, jobs, max_in_flight=16 * plan.cfg.workers)
             results = list(tqdm(hashed, total=len(jobs), desc="hash eval sets", unit="img", disable=not plan.progress))
     kept_paths = [p for p, h, _ in results if h is not None]

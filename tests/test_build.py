@@ -244,7 +244,10 @@ def test_real_samples_build(shared_data, tmp_path):
     )
     assert counts_balance(report)
     src = report["sources"]
-    assert src["dota"]["written"] == 3 and src["dior"]["written"] == 1
+    # P1888 is written; of the two RGBA crops whose labels are in 1024-crop coordinates, P0004 keeps one box
+    # (3 of 4 fall outside) and P2805 keeps none (no_objects)
+    assert src["dota"]["written"] == 2 and src["dota"]["skipped"] == {"no_objects": 1}
+    assert src["dior"]["written"] == 1
     assert src["hrsc"]["skipped"] == {"missing_image": 1}
     assert src["loveda"]["written"] + sum(src["loveda"]["skipped"].values()) == 3
     assert src["ucm"]["written"] == 9 and src["sydney"]["written"] == 9
