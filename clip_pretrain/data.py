@@ -1,0 +1,277 @@
+"""Training data: stage-0 webdataset shards -> (image tensor, caption tokens) batches, exactly resumable.
+
+How an epoch is cut (the same on every process, from the seed, the epoch and the shard sizes alone):
+
+* the shards are put in a seeded per-epoch order and seen as one stream of N samples;
+* the stream is cut into ``world * workers`` contiguous, disjoint slots, one per (rank, loader worker), so a
+  worker reads only the one or two shards its slot overlaps (no rank reads everything) and no sample is seen
+  twice in an epoch; every slot yields the same number of full batches (the remainder is dropped, as
+  open_clip_train's ``drop_last``), so all ranks take the same number of steps and DDP never waits forever;
+* inside a slot a seeded shuffle buffer (webdataset's ``shuffle``) mixes the samples.
+
+Per sample, the caption (one of the five, drawn anew each epoch) and the augmentation (random resized crop,
+flip, 0/90/180/270 rotation) come from RNGs seeded by (seed, epoch, sample key), not by what came before, so a
+sample gets the same crop whether or not training was resumed. Each batch reports how many raw samples its
+worker has consumed; the checkpoint keeps that per worker, and a resumed worker skips that many raw samples
+(tar reading only, no decoding) and continues where it stopped: mid-epoch resume is exact.
+
+Bad samples (undecodable image, no caption) are skipped and counted by reason; the batch is filled from
+the following samples, and if a slot runs dry its first samples are reused (logged in the counts), so the
+step count stays equal on all ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import braceexpand
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from clip_pretrain.config import AugConfig
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+class DataError(ValueError):
+    """Training data that cannot be used at all (no shards, empty shards); names the path."""
+
+
+# ---------------------------------------------------------------- shards and their sizes
+
+
+def expand_urls(spec: str) -> list[str]:
+    """``dir/shard-{000000..000009}.tar``, several such joined by ``::`` (open_clip_train's form), or a folder."""
+    urls: list[str] = []
+    for part in filter(None, spec.split("::")):
+        path = Path(part)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("shard-*.tar")) or sorted(str(p) for p in path.glob("*.tar"))
+            if not found:
+                raise DataError(f"{path}: folder holds no .tar shards")
+            urls.extend(found)
+        else:
+            urls.extend(braceexpand.braceexpand(part))
+    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
+    if missing:
+        raise DataError(f"shard(s) not found: {missing[:5]}{' ...' if len(missing) > 5 else ''} (from --train-data {spec!r})")
+    if not urls:
+        raise DataError(f"--train-data {spec!r} names no shards")
+    return urls
+
+
+def count_samples(url: str) -> int:
+    """Samples in one tar by reading its headers (used when no sizes.json lies beside it)."""
+    keys = set()
+    with tarfile.open(url) as tar:
+        for member in tar:
+            if member.isfile() and "." in member.name.rsplit("/", 1)[-1]:
+                keys.add(member.name.rsplit(".", 1)[0] if "/" in member.name else member.name.split(".", 1)[0])
+    return len(keys)
+
+
+def shard_sizes(urls: list[str]) -> list[int]:
+    """Sample count per shard: from ``sizes.json`` beside the shards (stage 0 writes it), else counted."""
+    sizes: dict[str, int] = {}
+    for folder in {str(Path(u).parent) for u in urls}:
+        sizes_json = Path(folder) / "sizes.json"
+        if sizes_json.is_file():
+            sizes.update({str(Path(folder) / k): int(v) for k, v in json.loads(sizes_json.read_text()).items()})
+    return [sizes[u] if u in sizes else count_samples(u) for u in urls]
+
+
+# ---------------------------------------------------------------- the epoch plan
+
+
+def mix_seed(*parts: object) -> int:
+    """A 63-bit seed from any values (stable across processes and runs, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Samples ``[start, stop)`` of shard ``url`` (in file order)."""
+
+    url: str
+    start: int
+    stop: int
+
+
+def slot_pieces(urls: list[str], sizes: list[int], epoch: int, seed: int, n_slots: int, slot: int, num_samples: int = 0) -> list[Piece]:
+    """The part of the epoch's stream that slot ``slot`` of ``n_slots`` reads."""
+    order = list(range(len(urls)))
+    random.Random(mix_seed("shards", seed, epoch)).shuffle(order)
+    total = sum(sizes) if not num_samples else min(num_samples, sum(sizes))
+    lo, hi = slot * total // n_slots, (slot + 1) * total // n_slots
+    pieces, pos = [], 0
+    for i in order:
+        a, b = max(lo, pos), min(hi, pos + sizes[i])
+        if a < b:
+            pieces.append(Piece(urls[i], a - pos, b - pos))
+        pos += sizes[i]
+    return pieces
+
+
+def batches_per_slot(sizes: list[int], n_slots: int, batch_size: int, num_samples: int = 0) -> int:
+    total = sum(sizes) if not num_samples else min(num_samples, sum(sizes))
+    return (total // n_slots) // batch_size
+
+
+# ---------------------------------------------------------------- per-sample work
+
+
+class RSTrainTransform:
+    """RemoteCLIP's augmentations: random resized crop, horizontal flip, rotation by a multiple of 90 degrees.
+
+    Every random draw comes from the per-sample ``rng`` (see the module docstring). A class, not a closure,
+    so loader workers can be spawned as well as forked."""
+
+    def __init__(self, image_size: int, mean, std, aug: AugConfig):
+        self.crop = T.RandomResizedCrop(image_size, scale=tuple(aug.crop_scale), interpolation=T.InterpolationMode.BICUBIC)
+        self.normalize = T.Normalize(mean, std)
+        self.hflip, self.rotations = aug.hflip, list(aug.rotations)
+
+    def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
+        torch.manual_seed(rng.getrandbits(63))  # torchvision draws crop boxes from torch's global RNG
+        x = TF.to_tensor(self.crop(image))
+        if self.hflip and rng.random() < 0.5:
+            x = TF.hflip(x)
+        k = rng.choice(self.rotations) // 90 % 4
+        if k:
+            x = torch.rot90(x, k, dims=(1, 2))
+        return self.normalize(x)
+
+
+def decode_sample(sample: dict) -> tuple[Image.Image, list[str]]:
+    """Image and captions of one raw webdataset sample; raises ValueError with a reason word first."""
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    if ext is None:
+        raise ValueError("no_image: sample has no jpg/png/webp member")
+    try:
+        image = Image.open(io.BytesIO(sample[ext]))
+        image = image.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
+        raise ValueError(f"corrupt_image: {exc}") from None
+    captions: list[str] = []
+    if "json" in sample:
+        try:
+            captions = [c for c in json.loads(sample["json"]).get("captions", []) if isinstance(c, str) and c.strip()]
+        except (ValueError, AttributeError):
+            captions = []
+    if not captions and "txt" in sample:
+        captions = [sample["txt"].decode("utf-8", "replace").strip()]
+    captions = [c for c in captions if c]
+    if not captions:
+        raise ValueError("no_caption: sample has no caption")
+    return image, captions
+
+
+# ---------------------------------------------------------------- the dataset
+
+
+class ShardStream(IterableDataset):
+    """Batches for one rank; see the module docstring.
+
+    Before iterating set ``epoch`` (where to start), and to resume mid-epoch ``resume_step`` (batches this rank already trained
+    on in the epoch) and ``resume_raw`` (role -> raw samples that role had consumed). A loader worker plays the
+    *role* ``(worker id + resume_step) % workers``: the DataLoader takes batches from its workers round-robin
+    starting at worker 0, so rotating the roles makes the resumed sequence continue exactly where it stopped.
+    """
+
+    def __init__(self, urls: list[str], sizes: list[int], *, rank: int, world: int, batch_size: int, seed: int,
+                 transform: Callable, tokenizer: Callable, shuffle_buffer: int, num_samples: int = 0):
+        self.urls, self.sizes = urls, sizes
+        self.rank, self.world, self.batch_size, self.seed = rank, world, batch_size, seed
+        self.transform, self.tokenizer = transform, tokenizer
+        self.shuffle_buffer, self.num_samples = shuffle_buffer, num_samples
+        self.epoch = 0
+        self.resume_step = 0
+        self.resume_raw: dict[int, int] = {}
+
+    def raw_samples(self, pieces: list[Piece], skipped: Counter) -> Iterator[dict]:
+        def handler(exc: Exception) -> bool:
+            skipped["unreadable_tar_member"] += 1
+            return True
+
+        for piece in pieces:
+            stream = wds.tariterators.tarfile_samples([{"url": piece.url}], handler=handler)
+            for i, sample in enumerate(stream):
+                if i >= piece.stop:
+                    break
+                if i >= piece.start:
+                    yield sample
+
+    def __iter__(self) -> Iterator[dict]:
+        """Batches of epoch ``self.epoch`` from ``resume_step`` on, then of every following epoch, endlessly:
+        one loader (and one set of worker processes) serves the whole run; the loop counts steps into epochs."""
+        info = get_worker_info()
+        n_workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        role = (worker + self.resume_step) % n_workers
+        done = len(range(role, self.resume_step, n_workers))  # batches of this role already trained on
+        epoch, skip_raw = self.epoch, (self.resume_raw.get(role, 0) if done else 0)
+        skipped: Counter = Counter()
+        while True:
+            yield from self.epoch_batches(epoch, n_workers, role, done, skip_raw, skipped)
+            epoch, done, skip_raw = epoch + 1, 0, 0
+
+    def epoch_batches(self, epoch: int, n_workers: int, role: int, done: int, skip_raw: int, skipped: Counter) -> Iterator[dict]:
+        n_slots, slot = self.world * n_workers, self.rank * n_workers + role
+        pieces = slot_pieces(self.urls, self.sizes, epoch, self.seed, n_slots, slot, self.num_samples)
+        n_batches = batches_per_slot(self.sizes, n_slots, self.batch_size, self.num_samples)
+        shuffled = wds.filters._shuffle(
+            self.raw_samples(pieces, skipped), self.shuffle_buffer, min(self.shuffle_buffer, 100),
+            rng=random.Random(mix_seed("buffer", self.seed, epoch, slot)),
+        )
+        consumed = 0
+        for _ in range(skip_raw):  # exact resume: skip what was consumed, undecoded
+            if next(shuffled, None) is None:
+                break
+            consumed += 1
+        first: list[dict] = []  # a slot's first samples, reused only if skips leave it short of full batches
+        for _ in range(done, n_batches):
+            images, texts = [], []
+            while len(images) < self.batch_size:
+                raw = next(shuffled, None)
+                if raw is None:
+                    if not first:
+                        raise DataError(f"rank {self.rank} loader slot {slot}: no readable sample in {pieces}")
+                    skipped["reused_to_fill_batch"] += 1
+                    raw = first[skipped["reused_to_fill_batch"] % len(first)]
+                else:
+                    consumed += 1
+                    if len(first) < self.batch_size:
+                        first.append(raw)
+                try:
+                    image, captions = decode_sample(raw)
+                except ValueError as exc:
+                    skipped[str(exc).split(":", 1)[0]] += 1
+                    continue
+                rng = random.Random(mix_seed("sample", self.seed, epoch, raw["__key__"]))
+                texts.append(rng.choice(captions))
+                images.append(self.transform(image, rng))
+            yield {"images": torch.stack(images), "texts": self.tokenizer(texts), "epoch": epoch, "role": role,
+                   "raw_consumed": consumed, "skipped": dict(skipped)}
+
+
+def steps_per_epoch(sizes: list[int], world: int, workers: int, batch_size: int, num_samples: int = 0) -> int:
+    """Optimizer steps one epoch takes on every rank."""
+    n_workers = max(workers, 1)
+    return batches_per_slot(sizes, world * n_workers, batch_size, num_samples) * n_workers
+
+
+def make_loader(dataset: ShardStream, workers: int) -> DataLoader:
+    """One batch per worker item (the dataset batches itself); the stream never ends, the loop stops it."""
+    return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                      prefetch_factor=4 if workers else None)

@@ -1,0 +1,758 @@
+"""Image-text retrieval evaluation: recall@k with faiss, eval sets, embedding, metrics and an HTML report.
+
+Metric (RemoteCLIP / clip_benchmark convention, see ``../shared/REFERENCE.md``): every image is a query
+against all texts (image->text, ``i2t``) and every text a query against all images (text->image, ``t2i``).
+A query is a hit at k when ANY of its positives is among its k best-scoring items: an image's positives
+are its captions (about five), a text's only positive is its image. ``R@k`` is the percentage of queries
+that hit; ``mean_recall`` is the mean of the six numbers R@{1,5,10} x {i2t, t2i}.
+
+Scale: embeddings are L2-normalised float32 and searched with faiss's exact inner-product index
+(``IndexFlatIP``; a GPU index when faiss has GPUs and CUDA is present), queries in batches, keeping only the
+best ``max(ks)`` ids per query. Memory is the two embedding matrices, one copy of the database side inside
+the index, and O(batch x max(ks)) per batch; no N x N score matrix is ever built (open_clip_train's and
+clip_benchmark's evaluations build one), so 1M images x 5M captions is fine.
+
+Ties: equal scores are broken in favour of the LOWER database index (text index for i2t, image index for
+t2i), i.e. exactly what a stable descending sort of the score row gives (``slow_recall_at_k``). faiss's CPU
+k-selection already keeps the lowest ids of a tied group at the cut-off (faiss 1.15; it returns them in
+descending id order), and the ids it returns are re-sorted here by (score desc, id asc), so the result does
+not depend on faiss's internal ordering. A GPU index may pick different members of a tied group at the
+cut-off (its k-selection is not id-ordered); with real embeddings exact float ties essentially never occur.
+Images without captions can never be hits as i2t queries (they count as misses, as in clip_benchmark).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import html
+import io
+import json
+import logging
+import os
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shards.build_config import ImageConfig
+from shards.config import ConfigError, to_dict
+from shards.imageio import decode
+from shards.readers._common import first_existing_dir, load_json_file
+from shards.readers.captions import IMAGE_DIRS, caption_json_files, parse_entry
+from shards.record import AnnotationError, SampleSkip
+from shards.writer import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KS = (1, 5, 10)
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "tif", "tiff")
+DECODE_CFG = ImageConfig(max_side=0)  # decode only: the model's preprocess resizes
+
+
+class EvalError(ValueError):
+    """A bad evaluation input (path, split, embeddings); the message names it and says what to do."""
+
+
+# ====================================================================== recall@k
+
+
+def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] < 1:
+        raise EvalError(f"ks must be positive integers, got {ks}")
+    return ks
+
+
+def normalise_rows(emb: Any, name: str = "embeddings", chunk: int = 65536) -> np.ndarray:
+    """``emb`` as a C-contiguous float32 array with unit rows (zero rows stay zero).
+
+    Already-normalised float32 input is returned as it is (no copy); otherwise the normalised copy is made
+    chunk by chunk, so no temporary larger than ``chunk`` rows is created. The caller's array is never changed.
+    """
+    arr = emb.detach().float().cpu().numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb)
+    if arr.ndim != 2:
+        raise EvalError(f"{name} must be a 2-D (n, dim) array, got shape {arr.shape}")
+    src = arr
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    norms = np.empty(len(arr), dtype=np.float32)
+    for s in range(0, len(arr), chunk):
+        block = arr[s:s + chunk]
+        norms[s:s + chunk] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    if not np.all(np.isfinite(norms)):
+        raise EvalError(f"{name} holds NaN or inf values (row {int(np.flatnonzero(~np.isfinite(norms))[0])})")
+    if np.all(np.abs(norms - 1.0) < 1e-4):
+        return arr
+    if arr is src or np.shares_memory(arr, src):
+        arr = arr.copy()
+    scale = 1.0 / np.maximum(norms, 1e-12)
+    scale[norms == 0] = 0.0
+    for s in range(0, len(arr), chunk):
+        arr[s:s + chunk] *= scale[s:s + chunk, None]
+    return arr
+
+
+def _check_mapping(text_to_image: Any, n_images: int, n_texts: int) -> np.ndarray:
+    t2i = np.asarray(text_to_image, dtype=np.int64).reshape(-1)
+    if len(t2i) != n_texts:
+        raise EvalError(f"text_to_image has {len(t2i)} entries for {n_texts} texts")
+    if n_texts and (t2i.min() < 0 or t2i.max() >= n_images):
+        raise EvalError(f"text_to_image holds image indices outside 0..{n_images - 1}")
+    return t2i
+
+
+def faiss_gpu_available() -> bool:
+    """True when faiss was built with GPU support, sees a GPU, and torch sees CUDA too."""
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 and torch.cuda.is_available()
+
+
+class FlatIPSearcher:
+    """Exact inner-product top-k over ``database`` (faiss ``IndexFlatIP``, on GPU when asked)."""
+
+    def __init__(self, database: np.ndarray, use_gpu: bool | None = None):
+        import faiss
+
+        if use_gpu is None:
+            use_gpu = faiss_gpu_available()
+        elif use_gpu and not faiss_gpu_available():
+            raise EvalError("use_gpu=True but faiss has no GPU support here (install faiss-gpu and check CUDA); "
+                            "pass use_gpu=None to fall back to the CPU index")
+        self.use_gpu = bool(use_gpu)
+        self.n = len(database)
+        index = faiss.IndexFlatIP(database.shape[1])
+        if self.use_gpu:
+            self._res = faiss.StandardGpuResources()  # must outlive the index
+            index = faiss.index_cpu_to_gpu(self._res, 0, index)
+        index.add(database)
+        self.index = index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (n_queries, min(k, n)), ordered by score desc then id asc (see the module doc)."""
+        k = min(k, self.n)
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        order = np.lexsort((ids, -scores), axis=-1)
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def first_hit_ranks(
+    queries: np.ndarray,
+    database: np.ndarray,
+    is_positive: Callable[[int, np.ndarray], np.ndarray],
+    k: int,
+    batch_size: int = 16384,
+    use_gpu: bool | None = None,
+) -> np.ndarray:
+    """0-based rank of each query's best-ranked positive, or ``k`` when none is in its top k.
+
+    ``is_positive(start, ids)`` gets the top-k database ids of queries ``start..start+len(ids)`` and returns
+    a boolean array of the same shape.
+    """
+    ranks = np.full(len(queries), k, dtype=np.int64)
+    if len(queries) == 0 or len(database) == 0:
+        return ranks
+    searcher = FlatIPSearcher(database, use_gpu)
+    for start in range(0, len(queries), batch_size):
+        _, ids = searcher.search(queries[start:start + batch_size], k)
+        hits = is_positive(start, ids) & (ids >= 0)
+        found = hits.any(axis=1)
+        ranks[start:start + len(ids)] = np.where(found, hits.argmax(axis=1), k)
+    return ranks
+
+
+def _recall_dict(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, ranks in (("i2t", i2t_ranks), ("t2i", t2i_ranks)):
+        for k in ks:
+            out[f"{name}_R@{k}"] = float(100.0 * np.mean(ranks < k)) if len(ranks) else 0.0
+    out["mean_recall"] = float(np.mean([out[f"{n}_R@{k}"] for n in ("i2t", "t2i") for k in ks]))
+    out["n_images"] = int(len(i2t_ranks))
+    out["n_texts"] = int(len(t2i_ranks))
+    return out
+
+
+def recall_at_k(
+    image_emb: Any,
+    text_emb: Any,
+    text_to_image: Sequence[int] | np.ndarray,
+    ks: Iterable[int] = DEFAULT_KS,
+    batch_size: int = 16384,
+    use_gpu: bool | None = None,
+) -> dict[str, Any]:
+    """Image->text and text->image recall@k in percent, ``mean_recall`` and the counts.
+
+    ``image_emb`` (n_images, d), ``text_emb`` (n_texts, d): numpy arrays or tensors, normalised here if they
+    are not already. ``text_to_image[j]`` is the image of caption j. Keys: ``i2t_R@k``, ``t2i_R@k`` for each
+    k, ``mean_recall`` (mean of all of them), ``n_images``, ``n_texts``. Queries are searched
+    ``batch_size`` at a time for the top ``max(ks)`` only (bounded memory); ties as in the module doc.
+    ``use_gpu``: None = a GPU faiss index when available.
+    """
+    ks = _check_ks(ks)
+    image_emb = normalise_rows(image_emb, "image_emb")
+    text_emb = normalise_rows(text_emb, "text_emb")
+    if image_emb.shape[1] != text_emb.shape[1]:
+        raise EvalError(f"image_emb has dim {image_emb.shape[1]} but text_emb has dim {text_emb.shape[1]}")
+    t2i = _check_mapping(text_to_image, len(image_emb), len(text_emb))
+    kmax = ks[-1]
+    i2t = first_hit_ranks(image_emb, text_emb, lambda s, ids: t2i[ids] == np.arange(s, s + len(ids))[:, None],
+                          kmax, batch_size, use_gpu)
+    t2i_ranks = first_hit_ranks(text_emb, image_emb, lambda s, ids: ids == t2i[s:s + len(ids), None],
+                                kmax, batch_size, use_gpu)
+    return _recall_dict(i2t, t2i_ranks, ks)
+
+
+def slow_recall_at_k(image_emb: Any, text_emb: Any, text_to_image: Sequence[int] | np.ndarray,
+                     ks: Iterable[int] = DEFAULT_KS) -> dict[str, Any]:
+    """Plain-numpy reference for tests: the full score matrix, a stable descending argsort per row."""
+    ks = _check_ks(ks)
+    img = normalise_rows(image_emb, "image_emb")
+    txt = normalise_rows(text_emb, "text_emb")
+    t2i = _check_mapping(text_to_image, len(img), len(txt))
+    scores = img @ txt.T  # (n_images, n_texts)
+    never = np.iinfo(np.int64).max  # an image without captions never hits
+    i2t_ranks = np.full(len(img), never, dtype=np.int64)
+    for i in range(len(img)):
+        order = np.argsort(-scores[i], kind="stable")
+        pos = np.flatnonzero(t2i[order] == i)
+        if len(pos):
+            i2t_ranks[i] = pos[0]
+    t2i_ranks = np.full(len(txt), never, dtype=np.int64)
+    for j in range(len(txt)):
+        order = np.argsort(-scores[:, j], kind="stable")
+        t2i_ranks[j] = np.flatnonzero(order == t2i[j])[0]
+    return _recall_dict(i2t_ranks, t2i_ranks, ks)
+
+
+# ====================================================================== eval sets
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation image with its captions: a file, or a member of a tar (``offset``/``size`` of its data)."""
+
+    key: str
+    captions: tuple[str, ...]
+    path: Path
+    offset: int = -1
+    size: int = 0
+    member: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}:{self.member}" if self.member else str(self.path)
+
+    def read_bytes(self) -> bytes:
+        try:
+            if self.offset < 0:
+                return self.path.read_bytes()
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(self.size)
+        except FileNotFoundError:
+            raise SampleSkip("missing_image", f"{self.label}: image file not found") from None
+        except OSError as exc:
+            raise SampleSkip("unreadable_image", f"{self.label}: {exc}") from None
+        if len(data) != self.size:
+            raise SampleSkip("truncated_image", f"{self.label}: tar member is truncated")
+        return data
+
+
+@dataclass
+class EvalSet:
+    """Images with their captions, plus what was left out while listing them (counted by reason)."""
+
+    items: list[EvalItem]
+    kind: str  # "captions" | "shards"
+    source: str
+    split: str | None = None
+    skipped: Counter = field(default_factory=Counter)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "split": self.split, "images_listed": len(self.items),
+                "captions_listed": sum(len(i.captions) for i in self.items), "skipped_when_listing": dict(self.skipped)}
+
+
+def load_rgb(item: EvalItem | Path | str):
+    """Decode one image to RGB (16-bit/4-band TIFFs, RGBA...: see ``shards.imageio``); raises SampleSkip."""
+    if not isinstance(item, EvalItem):
+        item = EvalItem(key=str(item), captions=(), path=Path(item))
+    rgb, _, _ = decode(item.read_bytes(), Path(item.label), DECODE_CFG)
+    return rgb
+
+
+def _split_filter(split: str | None) -> set[str] | None:
+    if split is None or split.strip().lower() in ("", "all", "*"):
+        return None
+    return {s.strip() for s in split.split(",") if s.strip()}
+
+
+def load_karpathy_eval_set(captions: str | Path, images: str | Path | None = None, split: str | None = "test") -> EvalSet:
+    """A Karpathy caption json (or a folder holding ``dataset*.json``) and its images, one split.
+
+    ``split``: ``test`` (default), ``val``, a comma list (``val,test``) or ``all``. ``images``: the image
+    folder; by default ``images/``, ``imgs/`` or ``RSICD_images/`` beside the json, else the json's folder
+    (as the shard builder reads it). Entries without a file name or sentences are counted and left out.
+    """
+    root = Path(captions).expanduser()
+    if not root.exists():
+        raise EvalError(f"{root}: caption json not found")
+    try:
+        json_files = caption_json_files(root)
+    except FileNotFoundError as exc:
+        raise EvalError(str(exc)) from None
+    data_root = root if root.is_dir() else root.parent
+    if images is not None:
+        images_dir = Path(images).expanduser()
+        if not images_dir.is_dir():
+            raise EvalError(f"{images_dir}: image folder not found")
+    else:
+        images_dir = None
+    wanted = _split_filter(split)
+    items: list[EvalItem] = []
+    skipped: Counter = Counter()
+    split_counts: Counter = Counter()
+    for json_path in json_files:
+        try:
+            data = load_json_file(json_path)
+        except AnnotationError as exc:
+            raise EvalError(str(exc)) from None
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise EvalError(f'{json_path}: not a Karpathy caption json (expected an object with an "images" list)')
+        folder = images_dir or first_existing_dir(data_root, IMAGE_DIRS) or json_path.parent
+        for index, raw in enumerate(data["images"]):
+            entry = parse_entry(raw, index, json_path, data_root, folder)
+            split_counts[entry.split or "(none)"] += 1
+            if wanted is not None and entry.split not in wanted:
+                continue
+            if entry.problem is not None:
+                skipped["malformed_annotation"] += 1
+                log.warning("%s: %s (left out)", json_path, entry.problem)
+                continue
+            items.append(EvalItem(key=entry.rel_path, captions=entry.captions, path=entry.image_path))
+    if not items:
+        present = ", ".join(f"{k} {v}" for k, v in sorted(split_counts.items())) or "none"
+        raise EvalError(f"{root}: no usable images in split {split!r} (splits present: {present}); "
+                        "pick one with --split, or --split all")
+    return EvalSet(items, "captions", str(root), split or "all", skipped)
+
+
+def expand_shard_pattern(pattern: str | Path) -> list[Path]:
+    """A directory (its ``shard-*.tar``, else ``*.tar``), a tar file, a glob, or a brace pattern
+    (``data/shard-{000000..000009}.tar``), sorted; several may be joined with ``::``."""
+    out: list[Path] = []
+    for part in str(pattern).split("::"):
+        part = os.path.expanduser(part)
+        p = Path(part)
+        if p.is_dir():
+            found = sorted(p.glob("shard-*.tar")) or sorted(p.glob("*.tar"))
+            if not found:
+                raise EvalError(f"{p}: folder holds no shard-*.tar or *.tar files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        elif "{" in part:
+            from braceexpand import braceexpand
+
+            paths = [Path(x) for x in braceexpand(part)]
+            missing = [str(x) for x in paths if not x.is_file()]
+            if missing:
+                raise EvalError(f"{part}: {len(missing)} of {len(paths)} shards not found (first: {missing[0]})")
+            out.extend(paths)
+        elif any(c in part for c in "*?["):
+            found = sorted(Path(x) for x in glob.glob(part))
+            if not found:
+                raise EvalError(f"{part}: the pattern matches no files")
+            out.extend(found)
+        else:
+            raise EvalError(f"{part}: shard file or folder not found")
+    return out
+
+
+def _split_key(name: str) -> tuple[str, str]:
+    """webdataset's convention: the key is the path up to the first dot of the file name."""
+    head, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{head}/{stem}" if head else stem), ext.lower()
+
+
+def load_shard_eval_set(pattern: str | Path) -> EvalSet:
+    """Stage-0 webdataset shards as an eval set: per sample its ``json`` member's ``captions`` and its image
+    (``jpg``, else png/jpeg/webp/tif). Only tar headers and the small json members are read here; images are
+    read later by offset. Samples without captions or image are counted and left out."""
+    shards = expand_shard_pattern(pattern)
+    items: list[EvalItem] = []
+    skipped: Counter = Counter()
+    for shard in shards:
+        samples: dict[str, dict[str, Any]] = {}
+        try:
+            with tarfile.open(shard, "r:") as tf:
+                for member in tf:
+                    if not member.isfile():
+                        continue
+                    key, ext = _split_key(member.name)
+                    entry = samples.setdefault(key, {})
+                    if ext == "json":
+                        fh = tf.extractfile(member)
+                        entry["json"] = fh.read() if fh is not None else b""
+                    elif ext in IMAGE_EXTS and "image" not in entry:
+                        entry["image"] = (member.offset_data, member.size, member.name)
+        except (tarfile.TarError, OSError) as exc:
+            raise EvalError(f"{shard}: not a readable tar shard ({exc})") from None
+        for key, entry in samples.items():
+            captions: tuple[str, ...] = ()
+            if "json" in entry:
+                try:
+                    meta = json.loads(entry["json"])
+                    caps = meta.get("captions") if isinstance(meta, dict) else None
+                    if isinstance(caps, list):
+                        captions = tuple(c.strip() for c in caps if isinstance(c, str) and c.strip())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    skipped["malformed_json"] += 1
+                    continue
+            if "image" not in entry:
+                skipped["no_image"] += 1
+                continue
+            if not captions:
+                skipped["no_captions"] += 1
+                continue
+            offset, size, name = entry["image"]
+            items.append(EvalItem(key=key, captions=captions, path=shard, offset=offset, size=size, member=name))
+    if not items:
+        raise EvalError(f"{pattern}: no samples with an image and captions in {len(shards)} shard(s) "
+                        f"(left out: {dict(skipped) or 'none'})")
+    return EvalSet(items, "shards", str(pattern), None, skipped)
+
+
+# ====================================================================== embedding
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvalError(f"device {str(device)!r} asked for, but CUDA is not available here (use --device cpu)")
+    return dev
+
+
+def autocast_for(device: torch.device):
+    """fp16 autocast on CUDA (as clip_benchmark evaluates), nothing on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _to_numpy_normalised(feats: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(feats.float(), dim=-1).cpu().numpy()
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decoded and preprocessed images; a failure gives ``(index, None, reason, message)`` instead of raising."""
+
+    def __init__(self, items: Sequence[EvalItem | Path | str], preprocess: Callable):
+        self.items = items
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            return index, self.preprocess(load_rgb(item)), None, None
+        except SampleSkip as exc:
+            return index, None, exc.reason, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad image never stops an evaluation
+            label = item.label if isinstance(item, EvalItem) else str(item)
+            return index, None, "unreadable_image", f"{label}: {type(exc).__name__}: {exc}"
+
+
+def _collate_list(batch):
+    return batch
+
+
+def encode_images(
+    model: torch.nn.Module,
+    preprocess: Callable,
+    items: Sequence[EvalItem | Path | str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray, Counter]:
+    """Embed images in batches (no_grad, eval mode, fp16 autocast on CUDA); unreadable ones are skipped.
+
+    Returns ``(emb, kept, skipped)``: float32 unit rows for the images that decoded, in input order;
+    ``kept`` the indices of those images in ``items``; ``skipped`` a Counter of reasons.
+    """
+    device = resolve_device(device)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(items, preprocess), batch_size=batch_size, shuffle=False, num_workers=workers,
+        collate_fn=_collate_list, pin_memory=device.type == "cuda",
+    )
+    embs: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: Counter = Counter()
+    with eval_mode(model), torch.no_grad(), autocast_for(device):
+        for batch in loader:
+            good = [(i, x) for i, x, reason, msg in batch if x is not None]
+            for _, x, reason, msg in batch:
+                if x is None:
+                    skipped[reason] += 1
+                    log.warning("skipped image: %s", msg)
+            if not good:
+                continue
+            pixels = torch.stack([x for _, x in good]).to(device, non_blocking=True)
+            embs.append(_to_numpy_normalised(model.encode_image(pixels)))
+            kept.extend(i for i, _ in good)
+    dim = int(embs[0].shape[1]) if embs else 0
+    emb = np.concatenate(embs) if embs else np.zeros((0, dim), dtype=np.float32)
+    return emb, np.asarray(kept, dtype=np.int64), skipped
+
+
+def encode_texts(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    texts: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Embed texts in batches (no_grad, eval mode, fp16 autocast on CUDA); float32 unit rows."""
+    device = resolve_device(device)
+    embs: list[np.ndarray] = []
+    with eval_mode(model), torch.no_grad(), autocast_for(device):
+        for start in range(0, len(texts), batch_size):
+            tokens = tokenizer(list(texts[start:start + batch_size])).to(device)
+            embs.append(_to_numpy_normalised(model.encode_text(tokens)))
+    return np.concatenate(embs) if embs else np.zeros((0, 0), dtype=np.float32)
+
+
+# ====================================================================== evaluation
+
+
+@dataclass
+class RetrievalEvalConfig:
+    model: str = field(default="", metadata={"help": "open_clip model name (rs-tiny, ViT-B-32, ...)"})
+    checkpoint: str | None = field(default=None, metadata={"help": "weights file create_clip reads; none = random init"})
+    captions: str | None = field(default=None, metadata={"help": "Karpathy caption json (or a folder with dataset*.json)"})
+    images: str | None = field(default=None, metadata={"help": "image folder of the caption json (default: images/ beside it)"})
+    split: str = field(default="test", metadata={"help": "split of the caption json: test, val, a comma list, or all"})
+    shards: str | None = field(default=None, metadata={"help": "stage-0 shards instead: folder, tar glob or brace pattern"})
+    output: str = field(default="eval_retrieval", metadata={"help": "output folder"})
+    save_embeddings: bool = field(default=False, metadata={"help": "also write image_emb.npy, text_emb.npy, text_to_image.json"})
+    batch_size: int = field(default=64, metadata={"help": "images/texts per forward pass"})
+    search_batch_size: int = field(default=16384, metadata={"help": "queries per faiss search call"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    workers: int = field(default=4, metadata={"help": "image decoding worker processes (0 = in the main process)"})
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "recall cut-offs"})
+    report_queries: int = field(default=10, metadata={"help": "queries per direction shown in report.html (0 = no report)"})
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("model is required (e.g. --model ViT-B-32)")
+        if self.checkpoint is not None and self.checkpoint.strip().lower() in ("", "none", "random"):
+            self.checkpoint = None
+        if self.shards and (self.captions or self.images):
+            raise ConfigError("give either shards or captions (+ images), not both")
+        if not self.shards and not self.captions:
+            raise ConfigError("an eval set is required: captions (Karpathy json, with images) or shards")
+        for name in ("batch_size", "search_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"ks must be positive integers, got {self.ks}")
+
+
+def load_eval_set(cfg: RetrievalEvalConfig) -> EvalSet:
+    if cfg.shards:
+        return load_shard_eval_set(cfg.shards)
+    return load_karpathy_eval_set(cfg.captions, cfg.images, cfg.split)
+
+
+def load_bundle(model: str, checkpoint: str | None, device: torch.device, init_seed: int = 0):
+    """``create_clip`` with a local checkpoint, or a random init drawn with ``init_seed`` (so a chance baseline
+    is the same on every run; the caller's RNG state is left untouched)."""
+    from clip_pretrain.models import create_clip
+
+    if checkpoint is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            return create_clip(model, pretrained=None, device=device)
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise EvalError(f"{checkpoint}: checkpoint file not found")
+    return create_clip(model, pretrained=str(path), device=device)
+
+
+def embed_eval_set(bundle, eval_set: EvalSet, device: torch.device, batch_size: int = 64, workers: int = 0):
+    """(image_emb, text_emb, text_to_image, kept items, skipped) for an eval set; images that do not decode
+    are left out together with their captions."""
+    image_emb, kept, skipped = encode_images(bundle.model, bundle.preprocess_val, eval_set.items, device, batch_size, workers)
+    kept_items = [eval_set.items[i] for i in kept.tolist()]
+    texts = [c for item in kept_items for c in item.captions]
+    text_to_image = np.asarray([i for i, item in enumerate(kept_items) for _ in item.captions], dtype=np.int64)
+    text_emb = encode_texts(bundle.model, bundle.tokenizer, texts, device, max(batch_size, 256))
+    return image_emb, text_emb, text_to_image, kept_items, skipped
+
+
+def evaluate_retrieval(cfg: RetrievalEvalConfig, bundle=None) -> dict[str, Any]:
+    """Embed the eval set, compute recall@k, write ``OUTPUT/metrics.json`` (+ embeddings, ``report.html``).
+
+    ``bundle``: a ClipBundle already in memory (e.g. during training); otherwise ``cfg.model`` is built
+    with ``cfg.checkpoint`` (None = random init, useful for a chance baseline). Returns the metrics dict.
+    """
+    cfg.validate()
+    t0 = time.perf_counter()
+    eval_set = load_eval_set(cfg)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    if bundle is None:
+        bundle = load_bundle(cfg.model, cfg.checkpoint, device)
+    log.info("retrieval eval: %d images listed from %s", len(eval_set.items), eval_set.source)
+    t1 = time.perf_counter()
+    image_emb, text_emb, text_to_image, items, skipped = embed_eval_set(bundle, eval_set, device, cfg.batch_size, cfg.workers)
+    if len(items) == 0:
+        raise EvalError(f"{eval_set.source}: none of the {len(eval_set.items)} images could be read ({dict(skipped)})")
+    t2 = time.perf_counter()
+    metrics = recall_at_k(image_emb, text_emb, text_to_image, cfg.ks, cfg.search_batch_size,
+                          use_gpu=None if device.type == "cuda" else False)
+    t3 = time.perf_counter()
+    metrics.update({
+        "n_skipped_images": int(sum(skipped.values())),
+        "skipped": dict(skipped),
+        "eval_set": eval_set.describe(),
+        "model": cfg.model,
+        "checkpoint": cfg.checkpoint,
+        "device": str(device),
+        "seconds": {"load": round(t1 - t0, 3), "embed": round(t2 - t1, 3), "search": round(t3 - t2, 3)},
+        "config": to_dict(cfg),
+    })
+    atomic_write_json(out / "metrics.json", metrics)
+    if cfg.save_embeddings:
+        np.save(out / "image_emb.npy", image_emb)
+        np.save(out / "text_emb.npy", text_emb)
+        atomic_write_json(out / "text_to_image.json", text_to_image.tolist())
+        atomic_write_json(out / "image_keys.json", [it.key for it in items])
+        atomic_write_json(out / "texts.json", [c for it in items for c in it.captions])
+    if cfg.report_queries > 0:
+        write_report(out / "report.html", metrics, image_emb, text_emb, text_to_image, items, cfg.report_queries)
+    log.info("retrieval: mean recall %.2f (%d images, %d texts) -> %s", metrics["mean_recall"],
+             metrics["n_images"], metrics["n_texts"], out / "metrics.json")
+    return metrics
+
+
+# ====================================================================== HTML report
+
+
+def _topk_small(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k for a handful of queries (score desc, id asc), without an index."""
+    scores = queries @ database.T
+    k = min(k, database.shape[0])
+    out_s = np.empty((len(queries), k), dtype=np.float32)
+    out_i = np.empty((len(queries), k), dtype=np.int64)
+    for r, row in enumerate(scores):
+        order = np.argsort(-row, kind="stable")[:k]
+        out_s[r], out_i[r] = row[order], order
+    return out_s, out_i
+
+
+def thumbnail_data_uri(item: EvalItem, size: int = 112) -> str:
+    try:
+        img = load_rgb(item).copy()
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    except Exception:  # noqa: BLE001 - the report shows a blank for an image that no longer reads
+        return ""
+
+
+def _pick(n: int, count: int) -> list[int]:
+    return sorted({int(x) for x in np.linspace(0, n - 1, num=min(count, n)).round()}) if n else []
+
+
+def write_report(path: Path, metrics: dict, image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray,
+                 items: Sequence[EvalItem], n_queries: int = 10, top: int = 5) -> None:
+    """Self-contained HTML: ~n text queries with their top images, ~n image queries with their top captions,
+    hits marked. Thumbnails are inlined as base64 JPEGs."""
+    texts = [c for it in items for c in it.captions]
+    thumbs: dict[int, str] = {}
+
+    def thumb(i: int) -> str:
+        if i not in thumbs:
+            thumbs[i] = thumbnail_data_uri(items[i])
+        uri = thumbs[i]
+        return f'<img src="{uri}" alt="">' if uri else '<div class="noimg">?</div>'
+
+    esc = html.escape
+
+    def rank_of(row: np.ndarray, positives: np.ndarray) -> int:
+        """1-based rank of the best positive under the tie rule (score desc, index asc)."""
+        best = len(row) + 1
+        for p in positives.tolist():
+            best = min(best, 1 + int(np.sum(row > row[p])) + int(np.sum(row[:p] == row[p])))
+        return best
+
+    rows = ["<tr>" + "".join(f"<th>{esc(k)}</th>" for k in metrics if "R@" in k or k == "mean_recall") + "</tr>",
+            "<tr>" + "".join(f"<td>{metrics[k]:.2f}</td>" for k in metrics if "R@" in k or k == "mean_recall") + "</tr>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Retrieval report</title><style>",
+        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;"
+        "vertical-align:top}.hit{outline:4px solid #1a9850}.miss{outline:2px solid #ddd}.cell{display:inline-block;"
+        "margin:4px;text-align:center;font-size:11px;width:120px;overflow-wrap:anywhere}.cap{padding:3px 6px;margin:2px 0}"
+        ".cap.hit{background:#d9f0d3;outline:none}.noimg{width:112px;height:112px;background:#eee}img{max-width:112px}",
+        "</style></head><body>",
+        f"<h1>Retrieval report</h1><p>model <b>{esc(str(metrics.get('model')))}</b>, checkpoint "
+        f"<b>{esc(str(metrics.get('checkpoint')))}</b>; {metrics['n_images']} images, {metrics['n_texts']} texts; "
+        f"eval set {esc(str(metrics.get('eval_set', {}).get('source')))}</p>",
+        "<table>" + "".join(rows) + "</table>",
+        f"<h2>Text &rarr; image (top {top}; green = the caption's image)</h2><table>",
+    ]
+    tq = _pick(len(texts), n_queries)
+    if tq:
+        scores, ids = _topk_small(text_emb[tq], image_emb, top)
+        for r, j in enumerate(tq):
+            cells = []
+            for rank, (s, i) in enumerate(zip(scores[r], ids[r])):
+                hit = int(i) == int(text_to_image[j])
+                cells.append(f'<div class="cell"><div class="{"hit" if hit else "miss"}">{thumb(int(i))}</div>'
+                             f"#{rank + 1} {s:.3f}{' &#10003;' if hit else ''}<br>{esc(items[int(i)].key)}</div>")
+            rank = rank_of(image_emb @ text_emb[j], np.asarray([text_to_image[j]]))
+            parts.append(f"<tr><td style='max-width:260px'>{esc(texts[j])}<br><small>image: "
+                         f"{esc(items[int(text_to_image[j])].key)} (rank {rank})</small></td><td>{''.join(cells)}</td></tr>")
+    parts.append(f"</table><h2>Image &rarr; text (top {top}; green = one of the image's captions)</h2><table>")
+    iq = _pick(len(items), n_queries)
+    if iq and len(texts):
+        scores, ids = _topk_small(image_emb[iq], text_emb, top)
+        for r, i in enumerate(iq):
+            caps = []
+            for rank, (s, j) in enumerate(zip(scores[r], ids[r])):
+                hit = int(text_to_image[int(j)]) == i
+                caps.append(f'<div class="cap{" hit" if hit else ""}">#{rank + 1} {s:.3f} '
+                            f"{'&#10003; ' if hit else ''}{esc(texts[int(j)])}</div>")
+            own = np.flatnonzero(text_to_image == i)
+            rank = f"best caption at rank {rank_of(text_emb @ image_emb[i], own)}" if len(own) else "no captions"
+            parts.append(f"<tr><td class='cell'>{thumb(i)}<br>{esc(items[i].key)}<br><small>{rank}</small></td>"
+                         f"<td>{''.join(caps)}</td></tr>")
+    parts.append("</table></body></html>")
+    path.write_text("\n".join(parts), encoding="utf-8")

@@ -1,0 +1,14 @@
+"""Contrastive (continual) pretraining of an open_clip model on stage-0 shards. See --help.
+
+    torchrun --nproc_per_node 8 launch/pretrain_clip.py --train-data DIR --model ViT-B-32 --pretrained FILE ...
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
+
+from clip_pretrain.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
