@@ -59,8 +59,9 @@ def run_open_clip_train(shards: Path, out: Path, a: argparse.Namespace, n_sample
     if run.returncode != 0:
         raise RuntimeError(f"open_clip_train failed:\n{text[-3000:]}")
     rows = []
-    for m in re.finditer(r"\[\s*(\d+)/\d+ .*?Batch \(t\): ([0-9.]+).*?Contrastive_loss: ([0-9.]+)", text):
-        rows.append({"samples": int(m.group(1)), "step_time_s": float(m.group(2)), "loss": float(m.group(3))})
+    for m in re.finditer(r"\[\s*(\d+)/\d+ .*?Data \(t\): ([0-9.]+) Batch \(t\): ([0-9.]+).*?Contrastive_loss: ([0-9.]+)", text):
+        rows.append({"samples": int(m.group(1)), "data_time_s": float(m.group(2)), "step_time_s": float(m.group(3)),
+                     "loss": float(m.group(4))})
     for i, r in enumerate(rows):
         r["step"] = i + 1
     return rows
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"training step, {a.model} bs {a.batch_size} {a.precision} on {a.device}, {a.workers} workers, "
           f"median of steps {a.skip + 1}..{a.steps}:")
     print(f"  ours            {t_ours * 1000:8.1f} ms/step")
-    print(f"  open_clip_train {t_theirs * 1000:8.1f} ms/step")
+    data_theirs = statistics.median(r["data_time_s"] for r in theirs[a.skip:])
+    result["open_clip_train_data_wait_s"] = data_theirs
+    print(f"  open_clip_train {t_theirs * 1000:8.1f} ms/step (of which waiting for data {data_theirs * 1000:.1f} ms)")
     print(f"  ratio ours/open_clip_train = {result['ratio']:.3f}  (goal <= 1.0, never > 1.1)")
     every = max(1, a.steps // 6)
     print("  loss (ours | open_clip_train) at steps " + ", ".join(

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from shards import __version__
 from shards.build_config import BuildConfig
 from shards.config import to_dict
-from shards.dedup import find_contaminated, find_duplicates, phash_u64
+from shards.dedup import find_contaminated, find_duplicates, image_phash
 from shards.imageio import configure_pillow, load_image
 from shards.readers import read_records
 from shards.readers.eval_sets import iter_eval_images
@@ -89,7 +89,15 @@ def iter_indexed_records(plan: BuildPlan) -> Iterator[tuple[int, Record]]:
 def worker_pool(cfg: BuildConfig):
     """A process pool from a clean ``forkserver``, not ``fork``: a process that already ran OpenCV (the demo
     generator, a notebook) holds its thread pool's locks, and a forked child calling OpenCV then hangs forever."""
-    return mp.get_context("forkserver").Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["shards.build"])  # the server imports once; each worker forks ready to go
+    return ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
+
+
+class _Worker:
+    """The settings a worker process got from the pool initializer: sent once, not with every task."""
+
+    cfg: BuildConfig | None = None
 
 
 def _init_worker(cfg: BuildConfig) -> None:
@@ -97,37 +105,48 @@ def _init_worker(cfg: BuildConfig) -> None:
 
     cv2.setNumThreads(1)
     configure_pillow(cfg.image)
+    _Worker.cfg = cfg
 
 
-def _build_one(args: tuple[int, Record, BuildConfig]) -> Sample:
-    index, record, cfg = args
-    return build_sample(index, record, cfg)
+def _build_chunk(chunk: list[tuple[int, Record]]) -> list[Sample]:
+    return [build_sample(index, record, _Worker.cfg) for index, record in chunk]
 
 
-def bounded_imap(pool, fn, items, max_in_flight: int) -> Iterator:
-    """Ordered ``pool.imap`` that keeps at most ``max_in_flight`` tasks queued.
+def chunked(items: Iterator, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def bounded_imap(pool, fn, items, max_in_flight: int, chunk: int = 8) -> Iterator:
+    """Ordered ``pool.imap`` over chunks of ``chunk`` items that keeps at most ``max_in_flight`` chunks queued.
 
     ``Pool.imap`` drains its input eagerly and buffers every finished result, so on a large dataset it
-    holds all records (and, when the writer lags, their encoded images) in memory; this does not.
+    holds all records (and, when the writer lags, their encoded images) in memory; this does not. ``fn``
+    takes a list of items and returns a list of results; chunks amortise the per-task IPC.
     """
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.apply_async(fn, (item,)))
+    for part in chunked(iter(items), chunk):
+        pending.append(pool.apply_async(fn, (part,)))
         if len(pending) >= max_in_flight:
-            yield pending.popleft().get()
+            yield from pending.popleft().get()
     while pending:
-        yield pending.popleft().get()
+        yield from pending.popleft().get()
 
 
 def map_samples(items: Iterator[tuple[int, Record]], cfg: BuildConfig) -> Iterator[Sample]:
     """build_sample over the records, in order, in ``cfg.workers`` processes (0 = this process)."""
-    jobs = ((i, r, cfg) for i, r in items)
     if cfg.workers == 0:
         _init_worker(cfg)
-        yield from map(_build_one, jobs)
+        yield from (build_sample(index, record, cfg) for index, record in items)
         return
     with worker_pool(cfg) as pool:
-        yield from bounded_imap(pool, _build_one, jobs, max_in_flight=16 * cfg.workers)
+        yield from bounded_imap(pool, _build_chunk, items, max_in_flight=4 * cfg.workers)
 
 
 def sample_line(sample: Sample, refs: dict[str, MemberRef] | None) -> dict:
@@ -188,25 +207,27 @@ def load_records(plan: BuildPlan) -> list[dict]:
     return rows
 
 
-def _hash_eval_image(args: tuple[Path, BuildConfig]) -> tuple[str, int | None, str | None]:
-    path, cfg = args
-    try:
-        return str(path), phash_u64(load_image(path, cfg.image).rgb), None
-    except SampleSkip as skip:
-        return str(path), None, skip.reason
+def _hash_eval_images(paths: list[Path]) -> list[tuple[str, int | None, str | None]]:
+    cfg = _Worker.cfg
+    out = []
+    for path in paths:
+        try:
+            out.append((str(path), image_phash(load_image(path, cfg.image).rgb, cfg.dedup.hash_side), None))
+        except SampleSkip as skip:
+            out.append((str(path), None, skip.reason))
+    return out
 
 
 def hash_eval_sets(plan: BuildPlan) -> tuple[list[str], np.ndarray, Counter]:
     """p-Hashes of every image of the ``--dedup-against`` sets (same decoding as training images)."""
     paths = [p for root in plan.dedup_against for p in iter_eval_images(root, plan.cfg)]
-    jobs = [(p, plan.cfg) for p in paths]
     if plan.cfg.workers == 0:
         _init_worker(plan.cfg)
-        results = list(map(_hash_eval_image, jobs))
+        results = _hash_eval_images(paths)
     else:
         with worker_pool(plan.cfg) as pool:
-            hashed = bounded_imap(pool, _hash_eval_image, jobs, max_in_flight=16 * plan.cfg.workers)
-            results = list(tqdm(hashed, total=len(jobs), desc="hash eval sets", unit="img", disable=not plan.progress))
+            hashed = bounded_imap(pool, _hash_eval_images, paths, max_in_flight=4 * plan.cfg.workers)
+            results = list(tqdm(hashed, total=len(paths), desc="hash eval sets", unit="img", disable=not plan.progress))
     kept_paths = [p for p, h, _ in results if h is not None]
     hashes = np.array([h for _, h, _ in results if h is not None], dtype=np.uint64)
     failed = Counter(reason for _, h, reason in results if h is None)
@@ -295,17 +316,23 @@ def run_write_pass(plan: BuildPlan) -> None:
 
 
 def versions() -> dict:
-    import cv2
-    import faiss
-    import imagehash
-    import PIL
-    import webdataset
+    """Installed versions of what shapes the shards (from package metadata: importing webdataset would pull
+    in torch, ~2 s, for a version string)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "toolkit": __version__, "python": platform.python_version(), "numpy": np.__version__, "pillow": PIL.__version__,
-        "opencv": cv2.__version__, "imagehash": imagehash.__version__, "faiss": faiss.__version__,
-        "webdataset": webdataset.__version__,
-    }
+    def of(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+
+    out = {"toolkit": __version__, "python": platform.python_version()}
+    for name, dist in (("numpy", "numpy"), ("pillow", "pillow"), ("opencv", "opencv-python-headless"), ("imagehash", "imagehash"),
+                       ("faiss", "faiss-cpu"), ("webdataset", "webdataset")):
+        out[name] = of(dist)
+    if out["faiss"] is None:
+        out["faiss"] = of("faiss-gpu")
+    return out
 
 
 def empty_counts() -> dict:

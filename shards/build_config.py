@@ -119,10 +119,16 @@ class DedupConfig:
     threshold: int = field(default=2, metadata={"help": "Hamming distance <= this is a duplicate (RemoteCLIP code: <= 2)"})
     segments: int = field(default=4, metadata={"help": "multi-index segments of the 64-bit pHash (exact for threshold < segments)"})
     within: bool = field(default=True, metadata={"help": "remove near-duplicates inside the training data"})
+    hash_side: int = field(
+        default=128,
+        metadata={"help": "box-reduce images to a shorter side of hash_side..2*hash_side-1 px before pHash (0 = hash the full image, imagehash exactly; slower)"},
+    )
 
     def validate(self) -> None:
         if not 0 <= self.threshold <= 32:
             raise ConfigError(f"dedup.threshold must be in 0..32, got {self.threshold}")
+        if self.hash_side and self.hash_side < 32:
+            raise ConfigError(f"dedup.hash_side must be 0 or >= 32 (the pHash grid), got {self.hash_side}")
         if self.segments not in (1, 2, 4, 8):
             raise ConfigError(f"dedup.segments must divide 64 into whole bytes (1, 2, 4 or 8), got {self.segments}")
 

@@ -67,6 +67,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
         inner = args[0] if args else Any
+        if inner in (int, float):  # flags give strings; "1,5,10" and "1 5 10" both work for numbers
+            value = [part for v in value for part in (v.split(",") if isinstance(v, str) else [v]) if part != ""]
         items = [_coerce(v, inner, key, where) for v in value]
         return items if origin is list else tuple(items)
     if origin is dict:
@@ -156,19 +158,25 @@ def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] 
         for part in path.split("."):
             default = default[part]
         help_text = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
+        extra: dict = {}
+        if tp is bool:
+            extra = {"nargs": "?", "const": "true"}  # a bare --local-loss means true
+        elif typing.get_origin(tp) in (list, tuple):
+            extra = {"nargs": "+"}  # --ks 1 5 10 (or --ks 1,5,10 for numbers)
         group.add_argument(
             "--" + path.replace("_", "-"),
             dest="cfg__" + path,
             default=argparse.SUPPRESS,
             metavar=_metavar(tp),
             help=help_text,
+            **extra,
         )
 
 
 def _metavar(tp) -> str:
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
-        return "A,B,..."
+        return "A"
     if origin is dict:
         return "JSON"
     if tp is bool:
@@ -231,3 +239,20 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: di
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The ``--dotted.path`` flags the user actually gave."""
     return {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__")}
+
+
+def config_parser(cls, description: str, config_help: str = "YAML file with any of the options below as keys (flags win)") -> argparse.ArgumentParser:
+    """A parser with ``--config YAML`` and one flag per field of ``cls`` (the whole CLI of a config-only tool)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help=config_help)
+    add_config_args(parser, cls)
+    return parser
+
+
+def parse_config(parser: argparse.ArgumentParser, cls: type[T], argv: list[str] | None = None) -> T:
+    """Parse ``argv`` into a validated ``cls``; a bad value exits with status 2 and the message."""
+    args = parser.parse_args(argv)
+    try:
+        return load_config(cls, args.config, overrides_from_args(args))
+    except ConfigError as exc:
+        parser.error(str(exc))

@@ -68,6 +68,21 @@ def phash_u64(image: Image.Image) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")  # first bit is the most significant, as imagehash prints it
 
 
+def image_phash(image: Image.Image, hash_side: int = 128) -> int:
+    """The build's pHash: :func:`phash_u64` of the image box-reduced (``Image.reduce``, integer factor) to a
+    shorter side of ``hash_side``..``2*hash_side-1`` px; ``hash_side=0`` hashes the full image.
+
+    Why: imagehash resizes the whole image to 32x32 with LANCZOS, whose kernel grows with the reduction, so
+    hashing cost ~2 ms of a 768 px image and ~40 ms of a 2048 px one, as much as decoding it. After a box
+    reduction to >= 128 px the LANCZOS step is nearly free. On the 658 real and synthetic images we checked
+    (shared RS samples, 768 and 1536 px scenes), 636 hashes were identical to imagehash on the full image,
+    20 differed by 2 bits and 2 by 4. Training and evaluation images go through the same function, so
+    exact and re-encoded copies still match as before.
+    """
+    factor = min(image.size) // hash_side if hash_side else 1
+    return phash_u64(image.reduce(factor) if factor > 1 else image)
+
+
 def hex_of(h: int) -> str:
     """The 16-digit hex form imagehash prints (and the build stores)."""
     return f"{int(h):016x}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from shards.b2c import b2c_captions, caption_objects, display_name
 from shards.build_config import BuildConfig
-from shards.dedup import phash_u64
+from shards.dedup import image_phash
 from shards.imageio import LoadedImage, jpeg_bytes, load_image
 from shards.m2b import boxes_from_mask
 from shards.readers.masks import load_mask
@@ -174,7 +174,7 @@ def _build(record: Record, cfg: BuildConfig, base: dict) -> Sample:
         meta["source_meta"] = record.meta
     if loaded.notes:
         meta["conversion"] = loaded.notes
-    phash = phash_u64(loaded.rgb)
+    phash = image_phash(loaded.rgb, cfg.dedup.hash_side)
     meta["phash"] = f"{phash:016x}"
     return Sample(
         status="ok",

@@ -14,3 +14,11 @@ def shared_data() -> Path:
     if not (root / "README.md").exists():
         pytest.skip(f"real RS samples not found at {root} (set RS_SHARED_DATA to their folder)")
     return root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run in which no test passed (nothing collected, or everything skipped/deselected) is a failure."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    passed = len(reporter.stats.get("passed", [])) if reporter is not None else 0
+    if exitstatus == 0 and passed == 0:
+        session.exitstatus = 1

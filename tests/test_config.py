@@ -58,3 +58,23 @@ def test_cli_rejects_unknown_format_and_missing_path(tmp_path, capsys):
     with pytest.raises(SystemExit):
         build_main(["--input", f"dota:{tmp_path / 'nope'}", "--output", str(tmp_path / "o")])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bare_bool_flags_and_multi_value_lists():
+    """open_clip_train users write `--local-loss --gather-with-grad` and `--ks 1 5 10`; both forms parse."""
+    import argparse
+
+    from clip_pretrain.config import TrainConfig
+    from shards.config import add_config_args, overrides_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, TrainConfig)
+    args = parser.parse_args(["--local-loss", "--gather-with-grad", "false", "--aug.rotations", "0", "180",
+                              "--aug.crop-scale", "0.8,1.0"])
+    over = overrides_from_args(args)
+    assert over["local_loss"] == "true" and over["gather_with_grad"] == "false"
+    with pytest.raises(ConfigError, match="together"):
+        load_config(TrainConfig, overrides=over)
+    over["gather_with_grad"] = "true"
+    cfg = load_config(TrainConfig, overrides=over)
+    assert cfg.local_loss and cfg.aug.rotations == [0, 180] and cfg.aug.crop_scale == [0.8, 1.0]

@@ -229,3 +229,16 @@ def test_bad_settings() -> None:
         find_duplicates(u64(1), threshold=-1)
     with pytest.raises(ValueError):
         find_duplicates(u64(1), segments=3)
+
+
+def test_image_phash_reduces_big_images_and_keeps_small_ones_exact() -> None:
+    """Images under 2*hash_side are hashed exactly as imagehash does; bigger ones after a box reduction that
+    moves the hash by a few bits at most, and copies of one image still hash identically."""
+    from shards.dedup import image_phash
+
+    small = textured(3).resize((200, 180))
+    assert image_phash(small, 128) == phash_u64(small)
+    big = textured(4).resize((900, 700), Image.Resampling.BICUBIC)
+    assert image_phash(big, 0) == phash_u64(big)
+    assert hamming(image_phash(big, 128), phash_u64(big)) <= 4
+    assert image_phash(big.copy(), 128) == image_phash(big, 128)

@@ -313,8 +313,9 @@ def test_cli_help_and_bad_paths(tmp_path, capsys):
     assert "none-*.tar" in capsys.readouterr().err
     assert cli.main(["--model", "rs-tiny", "--shards", str(tmp_path)]) == 2
     assert "no shard" in capsys.readouterr().err
-    assert cli.main(["--captions", str(missing)]) == 2
-    assert "model is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a bad config value stops at argument parsing, like argparse errors
+        cli.main(["--captions", str(missing)])
+    assert exc.value.code == 2 and "model is required" in capsys.readouterr().err
 
 
 def test_cli_bad_checkpoint(shard_dir, tmp_path, capsys):

@@ -128,8 +128,9 @@ def test_cli_help_templates_and_errors(tmp_path, capsys):
     assert cli.main(["--model", "rs-tiny", "--data", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
     make_tree(tmp_path / "data", bad=False)
-    assert cli.main(["--model", "rs-tiny", "--data", str(tmp_path / "data"), "--templates", "no placeholder"]) == 2
-    assert "no placeholder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a bad config value stops at argument parsing
+        cli.main(["--model", "rs-tiny", "--data", str(tmp_path / "data"), "--templates", "no placeholder"])
+    assert exc.value.code == 2 and "no placeholder" in capsys.readouterr().err
     out = tmp_path / "out"
     assert cli.main(["--model", "rs-tiny", "--data", str(tmp_path / "data"), "--output", str(out), "--workers", "0",
                      "--templates", "a satellite photo of {}.", "an aerial image of {}.",
