@@ -302,6 +302,8 @@ def train(cfg: TrainConfig, run_steps: int = 0) -> dict:
         "skipped": dict(sum((Counter(s) for per_rank in all_skipped for s in per_rank.values()), Counter())),
         "checkpoint": str(output / "checkpoints" / "latest"),
     }
+    if info.device.type == "cuda":
+        summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 3)
     if info.is_main and not interrupted:
         save_safetensors(model.state_dict(), output / "final.safetensors")
         summary["final"] = str(output / "final.safetensors")
