@@ -77,8 +77,10 @@ def count_samples(url: str) -> int:
     keys = set()
     with tarfile.open(url) as tar:
         for member in tar:
-            if member.isfile() and "." in member.name.rsplit("/", 1)[-1]:
-                keys.add(member.name.rsplit(".", 1)[0] if "/" in member.name else member.name.split(".", 1)[0])
+            if member.isfile():
+                key, _ = wds.tariterators.base_plus_ext(member.name)  # webdataset's own grouping rule
+                if key is not None:
+                    keys.add(key)
     return len(keys)
 
 

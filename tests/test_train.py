@@ -234,3 +234,14 @@ def test_tiny_model_memorises_the_real_caption_samples(shared_data, tmp_path):
                                                       device="cpu", workers=0, report_queries=0))
     assert trained["n_images"] == baseline["n_images"] == 42
     assert trained["mean_recall"] > 40 and trained["mean_recall"] > 3 * baseline["mean_recall"], (trained, baseline)
+
+
+def test_shard_sizes_counted_when_sizes_json_is_missing(tiny, tmp_path):
+    import shutil
+
+    for p in tiny.glob("shard-*.tar"):
+        shutil.copy(p, tmp_path / p.name)
+    assert shard_sizes(expand_urls(str(tmp_path))) == shard_sizes(expand_urls(str(tiny))) == [32, 32, 32]
+    assert expand_urls(str(tmp_path / "shard-{000000..000001}.tar")) == [str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")]
+    with pytest.raises(Exception, match="not found"):
+        expand_urls(str(tmp_path / "shard-{000000..000009}.tar"))
