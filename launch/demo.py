@@ -7,6 +7,8 @@ LoveDA-style masks, Karpathy caption json, scene folders), reads it with the sam
 writes de-duplicated shards + report; the caption set's test split is held out (and guarded by
 --dedup-against). Stage 1 trains the tiny ``rs-tiny`` CLIP on CPU, then evaluates text<->image retrieval on
 that held-out split and zero-shot classification on the scene folders, beside a random-init baseline.
+Stage 2 exports the trained tower as a Hugging Face CLIPVisionModel at 504 px and assembles GeoChat
+(LlavaForConditionalGeneration) around it with a tiny random LLaMA standing in for Vicuna-7B.
 """
 
 import argparse
@@ -78,27 +80,62 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
     return result
 
 
+def stage_geochat(out: Path, image_size: int = 504) -> dict:
+    """Stage 2a on the demo checkpoint: export the tower at 504 px, assemble GeoChat on HF Llava with a tiny
+    random LLaMA standing in for Vicuna-7B, and run one training forward + a short generation."""
+    import torch
+    from PIL import Image
+
+    from vlm_finetune.export import export_vision_tower
+    from vlm_finetune.geochat import assemble_geochat, save_geochat
+    from vlm_finetune.tiny import word_vocab, write_tiny_llm
+
+    data, root = out / "data", out / "geochat"
+    print(f"[demo] stage 2: exporting the trained rs-tiny tower at {image_size} px, assembling GeoChat into {root}")
+    tower = export_vision_tower(out / "clip" / "final.safetensors", "rs-tiny", image_size, root / f"vision_tower_{image_size}")
+    entries = json.loads((data / "captions" / "dataset.json").read_text())["images"]
+    llm = write_tiny_llm(root / "tiny_llm", word_vocab(s["raw"] for e in entries for s in e["sentences"]))
+    model, processor = assemble_geochat(tower, llm)
+    test = next(e for e in entries if e["split"] == "test")
+    image = Image.open(data / "captions" / "images" / test["filename"]).convert("RGB")
+    prompt = "USER: <image>\nDescribe the image ASSISTANT: " + test["sentences"][0]["raw"]
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    labels = inputs["input_ids"].clone()
+    labels[labels == model.config.image_token_index] = -100
+    with torch.no_grad():
+        loss = model(**inputs, labels=labels).loss.item()
+        ask = processor(images=image, text="USER: <image>\nDescribe the image ASSISTANT:", return_tensors="pt")
+        new = model.generate(**ask, max_new_tokens=6, do_sample=False)[0, ask["input_ids"].shape[1]:]
+    save_geochat(model, processor, root / "model")
+    n_tokens = int((inputs["input_ids"] == model.config.image_token_index).sum())
+    return {"vision_tower": str(tower), "model": str(root / "model"), "image_tokens": n_tokens,
+            "loss_untrained_llm": round(loss, 3), "generated (random LLM)": processor.decode(new, skip_special_tokens=True)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="where demo data and outputs go")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (shard build and data loader)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic scenes and of training")
     parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny model")
-    parser.add_argument("--stage", choices=("all", "shards", "train"), default="all",
-                        help="shards: stage 0 only; train: stage 1 on existing demo shards")
+    parser.add_argument("--stage", choices=("all", "shards", "train", "geochat"), default="all",
+                        help="shards: stage 0 only; train: stage 1 on existing demo shards; geochat: stage 2 on the trained demo model")
     args = parser.parse_args(argv)
     if args.stage in ("all", "shards"):
         rc = stage_shards(args.out, args.workers, args.seed)
         if rc or args.stage == "shards":
             print(f"[demo] shard report: {args.out / 'shards' / 'report.html'}")
             return rc
-    result = stage_train(args.out, args.workers, args.steps, args.seed)
+    result = stage_train(args.out, args.workers, args.steps, args.seed) if args.stage in ("all", "train") else {}
+    if args.stage in ("all", "geochat"):
+        result["geochat"] = stage_geochat(args.out)
     run = args.out / "clip"
     print(json.dumps(result, indent=2))
     print(f"[demo] shard report:      {args.out / 'shards' / 'report.html'}")
     print(f"[demo] loss curve:        {run / 'loss_curve.png'}")
     print(f"[demo] retrieval report:  {run / 'eval' / 'report.html'}")
     print(f"[demo] zero-shot:         {run / 'zeroshot_trained' / 'confusion_matrix.png'}")
+    print(f"[demo] GeoChat (HF Llava): {args.out / 'geochat' / 'model'}")
     return 0
 
 

@@ -11,8 +11,6 @@ options as keys (flags win). See clip_pretrain/evaluate/retrieval.py for the met
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from pathlib import Path
 
@@ -20,20 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 
 from clip_pretrain.evaluate.retrieval import EvalError, RetrievalEvalConfig, evaluate_retrieval  # noqa: E402
 from clip_pretrain.models import CheckpointError  # noqa: E402
-from shards.config import ConfigError, config_parser, parse_config  # noqa: E402
+from shards.config import run_config_tool  # noqa: E402
 from shards.record import AnnotationError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(config_parser(RetrievalEvalConfig, __doc__), RetrievalEvalConfig, argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        metrics = evaluate_retrieval(cfg)
-    except (EvalError, ConfigError, CheckpointError, AnnotationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in metrics.items() if "R@" in k or k in ("mean_recall", "n_images", "n_texts")}))
-    return 0
+    return run_config_tool(RetrievalEvalConfig, evaluate_retrieval, argv, __doc__, (EvalError, CheckpointError, AnnotationError),
+                           show=lambda m: {k: v for k, v in m.items() if "R@" in k or k in ("mean_recall", "n_images", "n_texts")})
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ per_class, counts), confusion_matrix.png/.csv and predictions.csv. --config YAML
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from pathlib import Path
 
@@ -20,19 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 from clip_pretrain.evaluate.retrieval import EvalError  # noqa: E402
 from clip_pretrain.evaluate.zeroshot import ZeroShotConfig, evaluate_zeroshot  # noqa: E402
 from clip_pretrain.models import CheckpointError  # noqa: E402
-from shards.config import ConfigError, config_parser, parse_config  # noqa: E402
+from shards.config import run_config_tool  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(config_parser(ZeroShotConfig, __doc__), ZeroShotConfig, argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        metrics = evaluate_zeroshot(cfg)
-    except (EvalError, ConfigError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: metrics[k] for k in ("top1", "top5", "mean_per_class", "n_images", "n_classes", "n_skipped_images")}))
-    return 0
+    return run_config_tool(ZeroShotConfig, evaluate_zeroshot, argv, __doc__, (EvalError, CheckpointError),
+                           show=lambda m: {k: m[k] for k in ("top1", "top5", "mean_per_class", "n_images", "n_classes", "n_skipped_images")})
 
 
 if __name__ == "__main__":

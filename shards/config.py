@@ -256,3 +256,22 @@ def parse_config(parser: argparse.ArgumentParser, cls: type[T], argv: list[str] 
         return load_config(cls, args.config, overrides_from_args(args))
     except ConfigError as exc:
         parser.error(str(exc))
+
+
+def run_config_tool(cls: type[T], run, argv: list[str] | None, description: str, errors: tuple = (),
+                    show=lambda result: result) -> int:
+    """The whole ``main`` of a config-only command-line tool: parse ``argv`` into ``cls`` (bad values exit 2 before
+    any work), ``run(cfg)``, print ``show(result)`` as one JSON line; ``errors`` (and ConfigError) become a one-line
+    ``error:`` message and exit status 2."""
+    import logging
+    import sys
+
+    cfg = parse_config(config_parser(cls, description), cls, argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(cfg)
+    except (ConfigError, *errors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(show(result)))
+    return 0
