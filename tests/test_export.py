@@ -390,3 +390,16 @@ def test_cli(tmp_path, capsys):
         assert exc.value.code == 2
     assert "no such file" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("name,width,layers,patch,size", [("ViT-B-16", 768, 12, 16, 512), ("ViT-L-14", 1024, 24, 14, 504),
+                                                          ("ViT-B-32", 768, 12, 32, 512)])
+def test_other_vit_shapes_map_onto_hf(name, width, layers, patch, size):
+    """Every key and shape of the exported state dict matches CLIPVisionModelWithProjection's (meta device)."""
+    model = open_clip.create_model(name, device="meta")
+    cfg = hf_vision_config(model.visual, size)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.patch_size, cfg.image_size) == (width, layers, patch, size)
+    state = open_clip_to_hf(model.visual.state_dict())
+    with torch.device("meta"):
+        ref = CLIPVisionModelWithProjection(hf_vision_config(model.visual)).state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in ref.items()}

@@ -547,3 +547,12 @@ def test_exported_rs_tower_assembles_with_the_tiny_stand_in_llm(tmp_path):
     labels[labels == model.config.image_token_index] = -100
     assert torch.isfinite(model(**inputs, labels=labels).loss)
     assert processor.tokenizer.convert_tokens_to_ids("planes") != processor.tokenizer.unk_token_id
+
+
+def test_forward_loss_generate_on_a_demo_data_image(dirs, tmp_path):
+    from shards.synthetic import generate_demo
+
+    generate_demo(tmp_path / "demo", seed=0, n_dota=2, n_coco=2, n_masks=1, n_captions=3, n_scenes_per_class=1, size=96)
+    image = Image.open(next(iter(sorted((tmp_path / "demo" / "dota" / "images").iterdir())))).convert("RGB")
+    model, processor = assemble_geochat(dirs["tower"], dirs["llm"])
+    _check_forward_generate(model, processor, image)
