@@ -80,6 +80,17 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
     return result
 
 
+def build_demo_instruct(out: Path) -> list[dict]:
+    """GeoChat instruction records (LLaVA json) from the demo's DOTA scenes and scene folders."""
+    from launch.build_instruct import main as build_instruct
+
+    data, instruct = out / "data", out / "geochat" / "instruct.json"
+    instruct.parent.mkdir(parents=True, exist_ok=True)
+    build_instruct(["--input", f"dota:{data / 'dota'}", f"folders:{data / 'scenes'}", "--output", str(instruct),
+                    "--image-root", str(data), "--tasks", "refer", "identify", "count", "presence", "scene", "--seed", "0"])
+    return json.loads(instruct.read_text())
+
+
 def stage_geochat(out: Path, image_size: int = 504) -> dict:
     """Stage 2a on the demo checkpoint: export the tower at 504 px, assemble GeoChat on HF Llava with a tiny
     random LLaMA standing in for Vicuna-7B, and run one training forward + a short generation."""
@@ -94,7 +105,9 @@ def stage_geochat(out: Path, image_size: int = 504) -> dict:
     print(f"[demo] stage 2: exporting the trained rs-tiny tower at {image_size} px, assembling GeoChat into {root}")
     tower = export_vision_tower(out / "clip" / "final.safetensors", "rs-tiny", image_size, root / f"vision_tower_{image_size}")
     entries = json.loads((data / "captions" / "dataset.json").read_text())["images"]
-    llm = write_tiny_llm(root / "tiny_llm", word_vocab(s["raw"] for e in entries for s in e["sentences"]))
+    instruct = build_demo_instruct(out)  # its words go into the stand-in LLM's vocabulary too
+    texts = [s["raw"] for e in entries for s in e["sentences"]] + [t["value"] for r in instruct for t in r["conversations"]]
+    llm = write_tiny_llm(root / "tiny_llm", word_vocab(texts))
     model, processor = assemble_geochat(tower, llm)
     test = next(e for e in entries if e["split"] == "test")
     image = Image.open(data / "captions" / "images" / test["filename"]).convert("RGB")
@@ -110,6 +123,33 @@ def stage_geochat(out: Path, image_size: int = 504) -> dict:
     n_tokens = int((inputs["input_ids"] == model.config.image_token_index).sum())
     return {"vision_tower": str(tower), "model": str(root / "model"), "image_tokens": n_tokens,
             "loss_untrained_llm": round(loss, 3), "generated (random LLM)": processor.decode(new, skip_special_tokens=True)}
+
+
+def stage_finetune(out: Path, steps: int = 40) -> dict:
+    """Stage 2b on the demo: instruction data from the demo's DOTA + scene folders (held-out 20 %), LoRA
+    fine-tuning of the stage-2a GeoChat, then refer (acc@0.5) and scene classification (accuracy) on the held-out
+    records. The LLM is the tiny random stand-in, so the scores show the plumbing, not GeoChat's quality."""
+    from launch.eval_geochat import main as eval_geochat
+    from launch.finetune_geochat import main as finetune
+
+    data, root = out / "data", out / "geochat"
+    print(f"[demo] stage 2b: instruction data -> LoRA fine-tuning ({steps} steps) -> GeoChat evaluation")
+    records = json.loads((root / "instruct.json").read_text())
+    train = [r for i, r in enumerate(records) if i % 5]
+    held = [r for i, r in enumerate(records) if not i % 5]
+    (root / "instruct_train.json").write_text(json.dumps(train))
+    finetune(["--model", str(root / "model"), "--data", str(root / "instruct_train.json"), "--images", str(data),
+              "--output", str(root / "finetuned"), "--max-steps", str(steps), "--batch-size", "2", "--learning-rate", "1e-3",
+              "--num-workers", "0", "--logging-steps", "5", "--save-steps", str(steps), "--max-length", "4400"])
+    scores = {}
+    for task, name in (("refer", "refer"), ("classify", "scene")):
+        subset = [r for r in held if r.get("task") == name][:10]
+        (root / f"heldout_{name}.json").write_text(json.dumps(subset))
+        eval_geochat(["--model", str(root / "finetuned" / "merged"), "--task", task, "--data", str(root / f"heldout_{name}.json"),
+                      "--images", str(data), "--output", str(root / f"eval_{task}"), "--max-new-tokens", "24"])
+        scores[task] = json.loads((root / f"eval_{task}" / "metrics.json").read_text())["score"]
+    summary = json.loads((root / "finetuned" / "finetune.json").read_text())
+    return {"instruct_records": len(records), "train": len(train), "held_out": len(held), "finetune": summary, "scores": scores}
 
 
 def main(argv=None) -> int:
@@ -129,6 +169,7 @@ def main(argv=None) -> int:
     result = stage_train(args.out, args.workers, args.steps, args.seed) if args.stage in ("all", "train") else {}
     if args.stage in ("all", "geochat"):
         result["geochat"] = stage_geochat(args.out)
+        result["geochat_finetune"] = stage_finetune(args.out)
     run = args.out / "clip"
     print(json.dumps(result, indent=2))
     print(f"[demo] shard report:      {args.out / 'shards' / 'report.html'}")

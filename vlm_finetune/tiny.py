@@ -20,7 +20,8 @@ def word_vocab(texts: Iterable[str], limit: int = 4000) -> list[str]:
     return [*SPECIAL, *CHAT_WORDS, *words]
 
 
-def write_tiny_llm(path: str | Path, words: list[str], hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def write_tiny_llm(path: str | Path, words: list[str], hidden: int = 64, layers: int = 2, seed: int = 0,
+                   head_scale: float = 25.0) -> Path:
     """``save_pretrained`` a random LlamaForCausalLM (``hidden`` wide, ``layers`` deep) + a WordLevel tokenizer."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -34,6 +35,11 @@ def write_tiny_llm(path: str | Path, words: list[str], hidden: int = 64, layers:
     config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
                          num_key_value_heads=4, vocab_size=len(words), bos_token_id=1, eos_token_id=2, pad_token_id=0,
                          max_position_embeddings=8192)
-    LlamaForCausalLM(config).save_pretrained(str(path))
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # a random 0.02-init head caps every logit near 1 after the final RMSNorm, so no LoRA on the body can make
+        # a token likely; a trained LLM's head is sharp: scale it like one (fine-tuning keeps lm_head frozen)
+        model.lm_head.weight.mul_(head_scale)
+    model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path

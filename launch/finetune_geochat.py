@@ -1,0 +1,39 @@
+r"""LoRA fine-tuning of GeoChat (HF Llava) on LLaVA-format instruction data, with the HF Trainer.
+
+    torchrun --nproc_per_node 4 launch/finetune_geochat.py --model runs/geochat_hf --data runs/instruct.json \
+        --images data --output runs/geochat_ft [--config finetune.yaml] [--deepspeed zero2.json] [--resume last]
+
+--model: an HF Llava GeoChat dir with its LlavaProcessor (launch/convert_geochat.py output). --data: LLaVA json
+(launch/build_instruct.py output); --images: the folder its "image" paths are relative to. LoRA r 64 / alpha 16 /
+dropout 0.05 on every Linear of the language model (never lm_head), vision tower frozen, projector trained unless
+--train-projector false. Writes OUTPUT/adapter, OUTPUT/merged (loads with vlm_finetune.geochat.load_geochat),
+Trainer checkpoints and finetune.json. --report-to wandb logs offline unless WANDB_MODE says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
+
+from shards.config import run_config_tool
+from vlm_finetune.geochat import GeoChatError
+from vlm_finetune.instruct import InstructError
+from vlm_finetune.train import FinetuneConfig, FinetuneError, train
+
+
+def _run(cfg: FinetuneConfig) -> dict:
+    if cfg.report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return train(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_config_tool(FinetuneConfig, _run, argv, __doc__, (FinetuneError, GeoChatError, InstructError, OSError),
+                           show=lambda s: {k: v for k, v in s.items() if k not in ("config", "losses")})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""GeoChat's conversation template (LLaVA's ``vicuna_v1``) and loss masking.
+
+LLaVA's ``conv_vicuna_v1`` is ``SeparatorStyle.TWO`` with ``sep=" "``, ``sep2="</s>"``, roles ``USER``/``ASSISTANT``:
+
+    SYSTEM USER: q1 ASSISTANT: a1</s>USER: q2 ASSISTANT: a2</s>
+
+(``get_prompt``: ``system + sep``, then ``role + ": " + message + seps[i % 2]`` per turn, ``role + ":"`` for an empty
+one). The loss covers only the assistant answers and their closing ``</s>`` (LLaVA's ``preprocess_v1`` masks the
+system, the user turns and each ``ASSISTANT:``). :func:`tokenize_with_labels` builds ids and labels from the pieces
+(each prompt part, each answer, the eos id), never by searching the rendered string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+ROLES = ("USER", "ASSISTANT")
+SEP = " "
+SEP2 = "</s>"
+IGNORE_INDEX = -100
+_HUMAN = ("human", "user")
+_GPT = ("gpt", "assistant")
+
+
+class ConversationError(ValueError):
+    """A malformed conversation (roles not alternating human/gpt, empty turns, ...)."""
+
+
+def turn_texts(turns: Sequence) -> list[str | None]:
+    """Messages in order, human first: ``turns`` are LLaVA dicts ``{"from", "value"}`` or plain strings alternating
+    human / gpt. A final ``None`` (or a missing last answer) asks for generation."""
+    out: list[str | None] = []
+    for i, turn in enumerate(turns):
+        if isinstance(turn, Mapping):
+            who = str(turn.get("from", "")).lower()
+            want = _HUMAN if i % 2 == 0 else _GPT
+            if who not in want:
+                raise ConversationError(f"turn {i} is from {turn.get('from')!r} but must be from "
+                                        f"{'human' if i % 2 == 0 else 'gpt'} (turns alternate human, gpt)")
+            out.append(turn.get("value"))
+        else:
+            out.append(turn)
+    return out
+
+
+def build_prompt(turns: Sequence, system: str = SYSTEM, add_generation_prompt: bool = False) -> str:
+    """The vicuna_v1 prompt of ``turns``, exactly as LLaVA's ``conv_vicuna_v1.get_prompt()``.
+
+    ``add_generation_prompt``: when the last turn is a human one, end with ``"ASSISTANT:"`` (what GeoChat's
+    inference appends as an empty assistant message)."""
+    msgs = turn_texts(turns)
+    if add_generation_prompt and len(msgs) % 2 == 1:
+        msgs = [*msgs, None]
+    seps = (SEP, SEP2)
+    ret = system + SEP
+    for i, message in enumerate(msgs):
+        role = ROLES[i % 2]
+        if message:
+            ret += role + ": " + message + seps[i % 2]
+        else:
+            ret += role + ":"
+    return ret
+
+
+def _encode(tokenizer, text: str, image_token: str, image_id: int, image_tokens: int) -> list[int]:
+    """Token ids of ``text`` (no special tokens) with each ``image_token`` replaced by ``image_tokens`` image ids."""
+    ids: list[int] = []
+    for k, part in enumerate(text.split(image_token)):
+        if k:
+            ids.extend([image_id] * image_tokens)
+        if part.strip():
+            ids.extend(tokenizer.encode(part, add_special_tokens=False))
+    return ids
+
+
+def tokenize_with_labels(turns: Sequence, tokenizer, image_token: str = "<image>", image_tokens: int = 1,
+                         system: str = SYSTEM, add_bos: bool = True) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of the vicuna_v1 prompt of ``turns``; labels are ``-100`` everywhere except the
+    assistant answer tokens and the ``</s>`` closing each answer.
+
+    Pieces, tokenised one by one: ``<s>``, then per round ``[SYSTEM ]USER: q ASSISTANT:`` (masked), the answer
+    (kept) and the eos id (kept). Each ``image_token`` in a human turn becomes ``image_tokens`` copies of the image
+    token id (1 = the placeholder; the model's ``image_seq_length`` = the expanded HF Llava form). A final human
+    turn without an answer gives a generation prompt ending in ``ASSISTANT:``.
+    """
+    msgs = turn_texts(turns)
+    if not msgs:
+        raise ConversationError("empty conversation")
+    image_id = tokenizer.convert_tokens_to_ids(image_token)
+    if image_id is None or image_id == tokenizer.unk_token_id:
+        raise ConversationError(f"the tokenizer does not know the image token {image_token!r} "
+                                "(vlm_finetune.geochat.prepare_tokenizer adds it)")
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    labels: list[int] = []
+    if add_bos and tokenizer.bos_token_id is not None:
+        ids.append(tokenizer.bos_token_id)
+        labels.append(IGNORE_INDEX)
+    for r in range(0, len(msgs), 2):
+        question = msgs[r]
+        if not question:
+            raise ConversationError(f"turn {r} (human) is empty")
+        if image_token in "".join(m for m in msgs[r + 1:r + 2] if m):
+            raise ConversationError(f"turn {r + 1} (gpt) holds {image_token!r}; images go in human turns")
+        prefix = (system + SEP if r == 0 else "") + f"{ROLES[0]}: {question}{SEP}{ROLES[1]}:"
+        piece = _encode(tokenizer, prefix, image_token, image_id, image_tokens)
+        ids.extend(piece)
+        labels.extend([IGNORE_INDEX] * len(piece))
+        answer = msgs[r + 1] if r + 1 < len(msgs) else None
+        if answer is None:
+            if r + 1 < len(msgs) - 1:
+                raise ConversationError(f"turn {r + 1} (gpt) is empty")
+            break
+        piece = tokenizer.encode(answer, add_special_tokens=False) + [eos]
+        ids.extend(piece)
+        labels.extend(piece)
+    return ids, labels

@@ -1,0 +1,340 @@
+"""Evaluate GeoChat (HF Llava layout, optionally + a LoRA adapter) on LLaVA-format data, or score saved answers.
+
+Tasks and their main figure (``score`` in metrics.json):
+
+* ``classify`` / ``vqa``: accuracy in percent, normalised exact match (:func:`vlm_finetune.metrics.normalize_answer`);
+* ``refer`` / ``grounding``: acc@0.5 in percent with rotated IoU; ``refer`` compares the FIRST predicted box with its
+  best reference box, ``grounding`` the best predicted/reference pair (``--box-match`` overrides);
+* ``region-caption``: ROUGE-1 F in percent (ROUGE-L, and METEOR when nltk + WordNet are installed, beside it).
+
+The reference of a record is its first gpt turn; the question its first human turn (``<image>`` stripped).
+Missing predictions count as wrong (``n_missing``); unreadable box groups are counted (``n_malformed_boxes``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shards.config import ConfigError
+
+from .boxes import box_to_polygon, parse_boxes
+from .metrics import (
+    acc_at_iou,
+    accuracy,
+    meteor,
+    normalize_answer,
+    rouge_scores,
+    sample_iou,
+)
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classify", "vqa", "refer", "grounding", "region-caption")
+BOX_TASKS = ("refer", "grounding")
+SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the user's questions.")
+
+
+class EvalError(ValueError):
+    """Bad input data / model for an evaluation (reported as a one-line error by the CLI)."""
+
+
+@dataclass
+class EvalGeoChatConfig:
+    model: str | None = field(default=None, metadata={"help": "HF Llava GeoChat directory (not needed with "
+                                                               "--predictions)"})
+    task: str | None = field(default=None, metadata={"help": "one of " + ", ".join(TASKS)})
+    data: str | None = field(default=None, metadata={"help": "LLaVA-format json (list of {id, image, "
+                                                              "conversations}) or jsonl"})
+    images: str | None = field(default=None, metadata={"help": "folder the records' image paths are relative to"})
+    output: str | None = field(default=None, metadata={"help": "output folder (metrics.json, predictions.jsonl, "
+                                                                "report.html); default runs/eval_geochat/<task>"})
+    predictions: str | None = field(default=None, metadata={
+        "help": "score this predictions.jsonl ({question_id, answer} lines) instead of running the model"})
+    adapter: str | None = field(default=None, metadata={"help": "peft (LoRA) adapter directory to apply"})
+    max_new_tokens: int = field(default=128, metadata={"help": "generation length"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+    box_match: str | None = field(default=None, metadata={
+        "help": "first (first predicted box) or best (best pair); default first for refer, best for grounding"})
+    iou_threshold: float = field(default=0.5, metadata={"help": "IoU for a box hit"})
+    report_examples: int = field(default=20, metadata={"help": "examples shown in report.html"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N records"})
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r}: use one of {', '.join(TASKS)} (--task)")
+        if not self.data:
+            raise ConfigError("data is required (--data JSON)")
+        if not self.predictions and not self.model:
+            raise ConfigError("give --model DIR (to run inference) or --predictions FILE.jsonl")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device {self.device!r}: use cpu or cuda")
+        if self.box_match not in (None, "first", "best"):
+            raise ConfigError(f"box_match {self.box_match!r}: use first or best")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 < self.iou_threshold <= 1:
+            raise ConfigError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+
+
+# ---------------------------------------------------------------- data
+
+def load_records(path) -> list[dict]:
+    from .instruct import load_json_records
+
+    path = Path(path)
+    data = load_json_records(path, EvalError)
+    if isinstance(data, dict):
+        data = data.get("data", data.get("annotations", [data]))
+    if not isinstance(data, list):
+        raise EvalError(f"{path}: expected a list of records")
+    out = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
+            raise EvalError(f"{path}: record {i} has no conversations list")
+        question = next((t.get("value", "") for t in rec["conversations"] if t.get("from") == "human"), None)
+        answer = next((t.get("value", "") for t in rec["conversations"] if t.get("from") == "gpt"), None)
+        if question is None or answer is None:
+            raise EvalError(f"{path}: record {i} lacks a human or a gpt turn")
+        question = question.replace("<image>\n", "").replace("<image>", "").strip()
+        out.append({"id": str(rec.get("id", i)), "image": rec.get("image"), "question": question,
+                    "reference": answer.strip()})
+    return out
+
+
+def load_predictions(path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"predictions file not found: {path}")
+    preds: dict[str, str] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalError(f"{path}:{n}: not valid JSON: {exc}") from exc
+        qid = row.get("question_id", row.get("id"))
+        ans = row.get("answer", row.get("text"))
+        if qid is None or ans is None:
+            raise EvalError(f"{path}:{n}: needs question_id and answer")
+        preds[str(qid)] = str(ans)
+    return preds
+
+
+# ---------------------------------------------------------------- inference
+
+def build_prompt(question: str) -> str:
+    """vicuna_v1 single-turn generation prompt with the image placeholder: vlm_finetune.conversation's template
+    (the one fine-tuning uses); the local SYSTEM constant only if that module is unavailable."""
+    turn = "<image>\n" + question
+    try:
+        from .conversation import build_prompt as conv_prompt
+    except ImportError:
+        return f"{SYSTEM} USER: {turn} ASSISTANT:"
+    return conv_prompt([turn], add_generation_prompt=True)
+
+
+def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
+    """``(model, processor)`` of an HF Llava GeoChat dir, with a peft LoRA adapter applied when given."""
+    from .geochat import GeoChatError, load_geochat
+
+    try:
+        model, processor = load_geochat(model_dir)
+    except GeoChatError as exc:
+        raise EvalError(str(exc)) from exc
+    if processor is None or not hasattr(processor, "tokenizer"):
+        raise EvalError(f"{model_dir} has no LlavaProcessor (tokenizer + image processor) to run inference with")
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model.to(device).eval(), processor
+
+
+def answer_question(model, processor, image, question: str, max_new_tokens: int = 64) -> str:
+    """Greedy answer of the model to ``question`` about ``image`` (PIL), in the vicuna_v1 template."""
+    import torch
+
+    tok = processor.tokenizer
+    inputs = processor(images=image, text=build_prompt(question), return_tensors="pt").to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def run_inference(cfg: EvalGeoChatConfig, records: list[dict], out_dir: Path) -> dict[str, str]:
+    from PIL import Image
+
+    model, processor = load_for_inference(cfg.model, cfg.adapter, cfg.device)
+    preds: dict[str, str] = {}
+    path = out_dir / "predictions.jsonl"
+    t0 = time.time()
+    with path.open("w") as fh:
+        for i, rec in enumerate(records):
+            image = Image.open(Path(cfg.images or ".") / rec["image"]).convert("RGB")
+            answer = answer_question(model, processor, image, rec["question"], cfg.max_new_tokens)
+            preds[rec["id"]] = answer
+            fh.write(json.dumps({"question_id": rec["id"], "answer": answer}) + "\n")
+            fh.flush()
+            if (i + 1) % 50 == 0:
+                log.info("%d/%d answered (%.1f s)", i + 1, len(records), time.time() - t0)
+    return preds
+
+
+# ---------------------------------------------------------------- scoring
+
+def score(task: str, records: list[dict], preds: dict[str, str], box_match: str | None = None,
+          iou_threshold: float = 0.5) -> tuple[dict[str, Any], list[dict]]:
+    """``(metrics, per-sample rows)`` for saved answers ``preds`` (id -> text)."""
+    answers = [preds.get(r["id"]) for r in records]
+    refs = [r["reference"] for r in records]
+    metrics: dict[str, Any] = {"task": task, "n": len(records), "n_missing": sum(a is None for a in answers)}
+    rows = [{"id": r["id"], "image": r["image"], "question": r["question"], "reference": r["reference"],
+             "answer": a} for r, a in zip(records, answers)]
+    notes = []
+    if task in ("classify", "vqa"):
+        metrics["accuracy"] = metrics["score"] = accuracy(answers, refs)
+        metrics["score_name"] = "accuracy_percent"
+        for row in rows:
+            row["correct"] = row["answer"] is not None and \
+                normalize_answer(row["answer"]) == normalize_answer(row["reference"])
+    elif task in BOX_TASKS:
+        match = box_match or ("first" if task == "refer" else "best")
+        pred_boxes, ref_boxes, n_bad, n_bad_ref, n_empty, ious = [], [], 0, 0, 0, []
+        for row, a, r in zip(rows, answers, refs):
+            pr = parse_boxes(a) if a is not None else None
+            rr = parse_boxes(r)
+            n_bad += pr.n_malformed if pr is not None else 0
+            n_bad_ref += rr.n_malformed
+            if pr is not None and not pr.boxes:
+                n_empty += 1
+            pred_boxes.append(pr.boxes if pr is not None else [])
+            ref_boxes.append(rr.boxes)
+            iou = sample_iou(pred_boxes[-1], rr.boxes, match)
+            ious.append(iou)
+            row.update(pred_boxes=pred_boxes[-1], ref_boxes=rr.boxes, iou=iou, correct=iou >= iou_threshold)
+        key = f"acc@{iou_threshold:g}"
+        metrics[key] = metrics["score"] = acc_at_iou(pred_boxes, ref_boxes, iou_threshold, match)
+        metrics["score_name"] = f"{key}_percent"
+        metrics["mean_iou"] = sum(ious) / len(ious) if ious else 0.0
+        metrics["box_match"] = match
+        metrics["n_malformed_boxes"] = n_bad
+        metrics["n_no_box_predictions"] = n_empty
+        metrics["n_malformed_reference_boxes"] = n_bad_ref
+        metrics["n_references_without_box"] = sum(1 for b in ref_boxes if not b)
+        notes.append("angle convention: theta = angle of the box's longer side to the image x-axis, degrees "
+                     "from +x towards +y (vlm_finetune/boxes.py)")
+    elif task == "region-caption":
+        rs = rouge_scores(answers, refs)
+        metrics.update(rs)
+        metrics["score"] = rs["rouge1"]
+        metrics["score_name"] = "rouge1_f_percent"
+        value, note = meteor(answers, refs)
+        if value is not None:
+            metrics["meteor"] = value
+        else:
+            notes.append(note)
+    else:
+        raise EvalError(f"unknown task {task!r}")
+    metrics.setdefault("n_malformed_boxes", 0)
+    if notes:
+        metrics["notes"] = notes
+    return metrics, rows
+
+
+# ---------------------------------------------------------------- report
+
+def draw_boxes(img, boxes, colour=(230, 0, 0), width: int = 2):
+    """Draw 0-100-grid boxes (rotated ones as polygons) onto a PIL image in place."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for b in boxes:
+        pts = [(x * w / 100.0, y * h / 100.0) for x, y in box_to_polygon(b)]
+        draw.line(pts + pts[:1], fill=colour, width=width)
+    return img
+
+
+def _thumb_b64(image_path: Path | None, pred_boxes, ref_boxes, size: int = 256) -> str:
+    from PIL import Image
+
+    img = None
+    if image_path is not None and image_path.is_file():
+        try:
+            img = Image.open(image_path).convert("RGB")
+        except OSError:
+            img = None
+    if img is None:
+        img = Image.new("RGB", (size, size), (200, 200, 200))
+    img.thumbnail((size, size))
+    draw_boxes(img, ref_boxes or [], (0, 200, 0))
+    draw_boxes(img, pred_boxes or [], (230, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def write_report(path: Path, metrics: dict, rows: list[dict], images_dir, n_examples: int = 20) -> None:
+    esc = html.escape
+    box_task = metrics["task"] in BOX_TASKS
+    parts = [("<!doctype html><html><head><meta charset='utf-8'><title>GeoChat evaluation</title><style>"
+             "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:4px;vertical-align:top}.ok{color:#080}.bad{color:#b00}</style></head><body>"),
+             f"<h1>GeoChat evaluation: {esc(metrics['task'])}</h1><pre>{esc(json.dumps(metrics, indent=2))}</pre>"]
+    if box_task:
+        parts.append("<p>Boxes: <span style='color:#e00'>predicted (red)</span>, "
+                     "<span style='color:#0a0'>reference (green)</span>.</p>")
+    parts.append("<table><tr><th>image</th><th>id</th><th>question</th><th>reference</th><th>answer</th>"
+                 "<th>result</th></tr>")
+    for row in rows[:n_examples]:
+        img_path = Path(images_dir) / row["image"] if images_dir and row.get("image") else None
+        thumb = _thumb_b64(img_path, row.get("pred_boxes"), row.get("ref_boxes"))
+        if "correct" in row:
+            result = "<span class='ok'>hit</span>" if row["correct"] else "<span class='bad'>miss</span>"
+            if "iou" in row:
+                result += f"<br>IoU {row['iou']:.2f}"
+        else:
+            from .metrics import rouge1_f
+            result = f"R-1 {100 * rouge1_f(row['answer'], row['reference']):.1f}" if row["answer"] is not None \
+                else "<span class='bad'>missing</span>"
+        answer = "<i>missing</i>" if row["answer"] is None else esc(row["answer"])
+        parts.append(f"<tr><td><img src='data:image/jpeg;base64,{thumb}'></td><td>{esc(row['id'])}</td>"
+                     f"<td>{esc(row['question'])}</td><td>{esc(row['reference'])}</td><td>{answer}</td>"
+                     f"<td>{result}</td></tr>")
+    parts.append("</table></body></html>")
+    path.write_text("\n".join(parts))
+
+
+def evaluate_geochat(cfg: EvalGeoChatConfig) -> dict[str, Any]:
+    """Run (or load) the answers, score them, write metrics.json / report.html (+ predictions.jsonl)."""
+    cfg.validate()
+    records = load_records(cfg.data)
+    if cfg.limit is not None:
+        records = records[:cfg.limit]
+    out_dir = Path(cfg.output or Path("runs") / "eval_geochat" / cfg.task)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.predictions:
+        preds = load_predictions(cfg.predictions)
+    else:
+        preds = run_inference(cfg, records, out_dir)
+    metrics, rows = score(cfg.task, records, preds, cfg.box_match, cfg.iou_threshold)
+    metrics["source"] = "predictions" if cfg.predictions else "model"
+    metrics["model"] = cfg.model
+    metrics["adapter"] = cfg.adapter
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(out_dir / "report.html", metrics, rows, cfg.images, cfg.report_examples)
+    metrics["output"] = str(out_dir)
+    return metrics

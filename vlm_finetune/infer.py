@@ -1,0 +1,46 @@
+"""One question to a GeoChat about one image: the answer, its boxes parsed robustly, and the boxes drawn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.config import ConfigError
+from vlm_finetune.boxes import parse_boxes
+from vlm_finetune.evaluate import EvalError, answer_question, draw_boxes, load_for_inference
+
+
+@dataclass
+class InferConfig:
+    model: str = field(default="", metadata={"help": "HF Llava GeoChat dir (launch/convert_geochat.py or finetune_geochat.py output)"})
+    adapter: str = field(default="", metadata={"help": "peft LoRA adapter dir to apply (finetune_geochat.py's OUTPUT/adapter)"})
+    image: str = field(default="", metadata={"help": "image file"})
+    prompt: str = field(default="", metadata={"help": "question, with a task token when wanted: '[refer] the plane on the left'"})
+    output: str = field(default="", metadata={"help": "where the image with the parsed boxes drawn goes (default: IMAGE_boxes.png beside it)"})
+    max_new_tokens: int = field(default=128, metadata={"help": "longest answer"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+
+    def validate(self) -> None:
+        if not self.model or not self.image or not self.prompt:
+            raise ConfigError("--model, --image and --prompt are required")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+def run_infer(cfg: InferConfig) -> dict:
+    """Answer ``cfg.prompt``; boxes in the answer (``{<x1><y1><x2><y2>|θ}``) are parsed, malformed ones counted
+    (never an error), and drawn on a copy of the image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(cfg.image).convert("RGB")
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise EvalError(f"{cfg.image}: cannot read the image ({exc})") from None
+    model, processor = load_for_inference(cfg.model, cfg.adapter or None, cfg.device)
+    answer = answer_question(model, processor, image, cfg.prompt, cfg.max_new_tokens)
+    parsed = parse_boxes(answer)
+    out = Path(cfg.output) if cfg.output else Path(cfg.image).with_name(Path(cfg.image).stem + "_boxes.png")
+    draw_boxes(image, parsed.boxes, (230, 0, 0), width=max(2, min(image.size) // 150)).save(out)
+    print(answer)
+    return {"answer": answer, "boxes": [b.__dict__ for b in parsed.boxes], "n_malformed_boxes": parsed.n_malformed,
+            "drawn": str(out)}

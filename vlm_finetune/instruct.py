@@ -1,0 +1,318 @@
+"""GeoChat instruction data: read/validate LLaVA-format json, and build it from stage-0 datasets.
+
+A record is ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``
+with ``image`` a path relative to an image root (the ``--images`` folder of fine-tuning).
+
+:func:`build_instruct` turns the records of :func:`shards.readers.read_records` into single-turn samples, one per
+task that the record's annotations allow:
+
+- ``refer``: ``[refer] give me the location of <p>the plane at the top left</p>`` -> ``{<x1><y1><x2><y2>|<t>}``
+- ``grounding``: ``[grounding] Describe the image in detail.`` -> ``There are <p>3 planes</p>{..}{..}{..} ...``
+- ``identify``: ``[identify] What is the object present at {box}?`` -> ``plane``
+- ``region_caption``: ``[identify] Give a short description of the region {box}.`` -> ``a plane at the top left ...``
+- ``count`` / ``presence``: VQA, prompts ending ``Answer the question using a single word or phrase.``
+- ``scene``: folders datasets, ``Classify the image from the following classes. Answer in one word or a short
+  phrase.`` (the class list of that dataset given before it)
+- ``caption``: caption datasets, ``Describe the image in detail.`` -> one of the human captions
+
+Boxes use :mod:`vlm_finetune.boxes` (0-100 grid, oriented when the source has an OBB). The sampling (which object,
+which caption, which absent class) is seeded per image from ``(seed, source, rel_path)``: the output does not depend
+on the order of the inputs nor on Python's hash seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.config import ConfigError
+from vlm_finetune.conversation import ConversationError, turn_texts
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+VQA_SUFFIX = "Answer the question using a single word or phrase."
+CLS_SUFFIX = "Classify the image from the following classes. Answer in one word or a short phrase."
+TASKS = ("refer", "grounding", "identify", "region_caption", "count", "presence", "scene", "caption")
+POSITIONS = (("top left", "top", "top right"), ("left", "centre", "right"), ("bottom left", "bottom", "bottom right"))
+
+
+class InstructError(ValueError):
+    """Bad instruction data (names the record) or bad inputs to the builder."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading / validating
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def validate_record(rec, index: int) -> None:
+    """Raise InstructError naming the record (``id`` and index) when ``rec`` is not a usable LLaVA record."""
+    name = f"record {index}" + (f" (id {rec.get('id')!r})" if isinstance(rec, dict) and "id" in rec else "")
+    if not isinstance(rec, dict):
+        raise InstructError(f"{name}: must be an object, got {type(rec).__name__}")
+    if not rec.get("image"):
+        raise InstructError(f"{name}: missing 'image' (a path relative to the image folder)")
+    conv = rec.get("conversations")
+    if not isinstance(conv, list) or len(conv) < 2:
+        raise InstructError(f"{name}: 'conversations' must be a list of at least one human and one gpt turn")
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise InstructError(f"{name}: turn {i} must be {{'from': ..., 'value': str}}")
+    if len(conv) % 2:
+        raise InstructError(f"{name}: {len(conv)} turns; the last human turn has no gpt answer")
+    try:
+        turn_texts(conv)
+    except ConversationError as exc:
+        raise InstructError(f"{name}: {exc}") from None
+    if IMAGE_TOKEN not in conv[0]["value"]:
+        raise InstructError(f"{name}: the first human turn has no {IMAGE_TOKEN!r}")
+    extra = sum(t["value"].count(IMAGE_TOKEN) for t in conv)
+    if extra != 1:
+        raise InstructError(f"{name}: {extra} {IMAGE_TOKEN!r} tokens; exactly one (in the first human turn) is allowed")
+
+
+def load_json_records(path, error: type[Exception] = None):
+    """The parsed content of a ``.json`` or ``.jsonl`` file; a missing or malformed file raises ``error`` naming it."""
+    error = error or InstructError
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"data file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".jsonl":
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid json: {exc}") from None
+
+
+def read_instruct_json(path) -> list[dict]:
+    """Load and validate a LLaVA-format json list (or jsonl); errors name the file, record index and id."""
+    data = load_json_records(path)
+    if not isinstance(data, list):
+        raise InstructError(f"{path}: the top level must be a list of records")
+    for i, rec in enumerate(data):
+        try:
+            validate_record(rec, i)
+        except InstructError as exc:
+            raise InstructError(f"{path}: {exc}") from None
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# building
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class InstructConfig:
+    input: list[str] = field(default_factory=list, metadata={
+        "help": "datasets as FORMAT:PATH (formats of shards.readers: coco dota voc mask captions folders)"})
+    output: str | None = field(default=None, metadata={"help": "the LLaVA-format json to write"})
+    image_root: str | None = field(default=None, metadata={
+        "help": "folder the 'image' paths are relative to (fine-tuning's --images); default: the deepest folder "
+                "holding every input"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling (per image mixed with source and path)"})
+    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "tasks to make: " + " ".join(TASKS)})
+    max_boxes_per_phrase: int = field(default=10, metadata={"help": "grounding: at most this many boxes per phrase"})
+    max_objects: int = field(default=100, metadata={"help": "images with more objects are skipped for box tasks"})
+
+    def validate(self) -> None:
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise ConfigError(f"unknown tasks {bad}; valid: {', '.join(TASKS)}")
+        for item in self.input:
+            parse_input(item)
+        if self.max_boxes_per_phrase < 1:
+            raise ConfigError("max_boxes_per_phrase must be >= 1")
+
+
+def parse_input(item: str) -> tuple[str, str]:
+    fmt, sep, path = str(item).partition(":")
+    if not sep or not path:
+        raise ConfigError(f"input {item!r} must be FORMAT:PATH, e.g. dota:data/dota")
+    return fmt, path
+
+
+def _human(name: str) -> str:
+    """``BareLand`` / ``storage-tank`` / ``small_vehicle`` -> ``bare land`` / ``storage tank`` / ``small vehicle``."""
+    name = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(name))
+    return re.sub(r"[\s_\-]+", " ", name).strip().lower()
+
+
+def _plural(word: str, n: int) -> str:
+    if n == 1:
+        return word
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def _position(hbb, width, height) -> str:
+    cx = (hbb[0] + hbb[2]) / 2 / width
+    cy = (hbb[1] + hbb[3]) / 2 / height
+    col = min(2, max(0, int(cx * 3)))
+    row = min(2, max(0, int(cy * 3)))
+    return POSITIONS[row][col]
+
+
+def _box(obj, width, height):
+    from vlm_finetune.boxes import box_from_obb, box_from_pixels
+
+    if obj.obb is not None and len(obj.obb) == 8:
+        return box_from_obb(obj.obb, width, height)
+    return box_from_pixels(obj.hbb, width, height)
+
+
+def _sample(rec_id: str, image: str, question: str, answer: str, task: str) -> dict:
+    return {"id": f"{rec_id}#{task}", "image": image, "task": task,
+            "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
+                              {"from": "gpt", "value": answer}]}
+
+
+def _image_size(record) -> tuple[int, int]:
+    if record.width and record.height:
+        return int(record.width), int(record.height)
+    from PIL import Image
+
+    with Image.open(record.image_path) as im:
+        return im.size
+
+
+def samples_for_record(record, image: str, tasks, classes: list[str], scene_classes: list[str], seed: int,
+                       cfg: InstructConfig) -> list[dict]:
+    """The instruction samples of one stage-0 record (see the module docstring)."""
+    from vlm_finetune.boxes import format_boxes
+
+    rng = random.Random(f"{seed}:{record.source}:{record.rel_path}")
+    rec_id = f"{record.source}/{record.rel_path}"
+    out: list[dict] = []
+    objects = [o for o in record.objects if not o.difficult] or list(record.objects)
+    if objects:
+        width, height = _image_size(record)
+        # some shipped crops keep labels of the uncropped image: drop objects whose centre is off the image
+        objects = [o for o in objects if 0 <= (o.hbb[0] + o.hbb[2]) / 2 < width and 0 <= (o.hbb[1] + o.hbb[3]) / 2 < height]
+    if objects and len(objects) <= cfg.max_objects:
+        by_cls: dict[str, list] = {}
+        for o in objects:
+            by_cls.setdefault(_human(o.cls), []).append(o)
+        names = sorted(by_cls)
+        if "refer" in tasks:
+            obj = rng.choice(objects)
+            desc = f"the {_human(obj.cls)} at the {_position(obj.hbb, width, height)}"
+            out.append(_sample(rec_id, image, f"[refer] give me the location of <p>{desc}</p>",
+                               format_boxes([_box(obj, width, height)]), "refer"))
+        if "grounding" in tasks:
+            parts = []
+            for name in names:
+                objs = by_cls[name][:cfg.max_boxes_per_phrase]
+                n = len(by_cls[name])
+                boxes = format_boxes([_box(o, width, height) for o in objs])
+                parts.append(f"<p>{n} {_plural(name, n)}</p>{boxes}")
+            text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+            verb = "is" if len(objects) == 1 else "are"
+            out.append(_sample(rec_id, image, "[grounding] Describe the image in detail.",
+                               f"There {verb} {text} in the image.", "grounding"))
+        if "identify" in tasks:
+            obj = rng.choice(objects)
+            box = format_boxes([_box(obj, width, height)])
+            out.append(_sample(rec_id, image, f"[identify] What is the object present at {box}?",
+                               _human(obj.cls), "identify"))
+        if "region_caption" in tasks:
+            obj = rng.choice(objects)
+            box = format_boxes([_box(obj, width, height)])
+            name = _human(obj.cls)
+            same = len(by_cls[name])
+            tail = f" , one of {same} {_plural(name, same)} in the image" if same > 1 else ""
+            out.append(_sample(rec_id, image, f"[identify] Give a short description of the region {box}.",
+                               f"a {name} at the {_position(obj.hbb, width, height)} of the image{tail}.",
+                               "region_caption"))
+        if "count" in tasks:
+            name = rng.choice(names)
+            out.append(_sample(rec_id, image, f"How many {_plural(name, 2)} are there in the image? {VQA_SUFFIX}",
+                               str(len(by_cls[name])), "count"))
+        if "presence" in tasks:
+            absent = [c for c in classes if c not in by_cls]
+            if absent and rng.random() < 0.5:
+                name, answer = rng.choice(absent), "No"
+            else:
+                name, answer = rng.choice(names), "Yes"
+            out.append(_sample(rec_id, image, f"Is there a {name} in the image? {VQA_SUFFIX}", answer, "presence"))
+    if record.label is not None and "scene" in tasks and scene_classes:
+        listed = ", ".join(scene_classes)
+        out.append(_sample(rec_id, image, f"Classes: {listed}.\n{CLS_SUFFIX}", _human(record.label), "scene"))
+    captions = [c for c in record.captions if c.strip()]
+    if captions and record.label is None and "caption" in tasks:  # folders records carry template captions only
+        out.append(_sample(rec_id, image, "Describe the image in detail.", rng.choice(captions).strip(), "caption"))
+    return out
+
+
+def default_image_root(paths) -> Path:
+    resolved = [str(Path(p).resolve()) for p in paths]
+    return Path(os.path.commonpath(resolved)) if resolved else Path.cwd()
+
+
+def build_instruct(inputs, cfg: InstructConfig | None = None, seed: int | None = None, image_root=None,
+                   stats: dict | None = None) -> list[dict]:
+    """Instruction records from stage-0 datasets ``inputs`` = ``[(fmt, path), ...]``; ``image`` paths are relative
+    to ``image_root`` (default ``cfg.image_root``, else the deepest folder holding every input). Deterministic for
+    a seed. ``stats`` (a dict) receives per-task counts and skipped records."""
+    from shards.build_config import BuildConfig
+    from shards.readers import read_records
+
+    cfg = cfg or InstructConfig()
+    seed = cfg.seed if seed is None else seed
+    tasks = set(cfg.tasks)
+    inputs = [parse_input(i) if isinstance(i, str) else tuple(i) for i in inputs]
+    if not inputs:
+        raise InstructError("no inputs: give at least one FORMAT:PATH")
+    root = Path(image_root or cfg.image_root or default_image_root([p for _, p in inputs])).resolve()
+    build_cfg = BuildConfig()
+    stats = stats if stats is not None else {}
+    stats.setdefault("skipped", 0)
+    stats.setdefault("tasks", {})
+    out: list[dict] = []
+    for fmt, path in inputs:
+        source = f"{fmt}:{Path(path).name}"
+        try:
+            records = list(read_records(fmt, Path(path), source, build_cfg))
+        except (ValueError, FileNotFoundError) as exc:
+            raise InstructError(str(exc)) from None
+        records.sort(key=lambda r: r.rel_path)
+        classes = sorted({_human(o.cls) for r in records for o in r.objects})
+        scene_classes = sorted({_human(r.label) for r in records if r.label is not None})
+        for record in records:
+            if any(i.level == "record" for i in record.issues) or not Path(record.image_path).is_file():
+                stats["skipped"] += 1
+                continue
+            try:
+                image = Path(record.image_path).resolve().relative_to(root).as_posix()
+            except ValueError:
+                raise InstructError(f"image {record.image_path} is not under the image root {root}; "
+                                    "give an image_root holding every input") from None
+            for s in samples_for_record(record, image, tasks, classes, scene_classes, seed, cfg):
+                stats["tasks"][s["task"]] = stats["tasks"].get(s["task"], 0) + 1
+                out.append(s)
+    stats["image_root"] = str(root)
+    stats["records"] = len(out)
+    return out
+
+
+def run_build_instruct(cfg: InstructConfig) -> dict:
+    """The CLI: build, write ``cfg.output`` (json list), return a summary (image root, counts)."""
+    if not cfg.output:
+        raise InstructError("--output JSON is required")
+    stats: dict = {}
+    data = build_instruct(cfg.input, cfg, stats=stats)
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    return {"output": str(out), **stats}

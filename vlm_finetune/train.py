@@ -1,0 +1,198 @@
+"""GeoChat LoRA fine-tuning on an HF Llava GeoChat directory with the HF Trainer.
+
+GeoChat's recipe (REFERENCE.md): LoRA r 64, alpha 16, dropout 0.05 on every nn.Linear of the language model except
+``lm_head``; vision tower frozen; projector frozen in the released script (``train_projector`` here, default on: a
+swapped RS vision tower needs its projector trained); lr 2e-4, cosine, warmup 3 %, bf16, max length 2048.
+
+Outputs: ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA merged in, ``save_geochat``, loads with
+``load_geochat``), ``OUTPUT/checkpoint-*`` (Trainer checkpoints, ``--resume``), ``OUTPUT/finetune.json`` (summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from shards.config import ConfigError, to_dict
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneConfig:
+    model: str | None = field(default=None, metadata={"help": "HF Llava GeoChat directory (convert_geochat output)"})
+    data: str | None = field(default=None, metadata={"help": "LLaVA-format instruction json (build_instruct output)"})
+    images: str | None = field(default=None, metadata={"help": "folder the records' 'image' paths are relative to"})
+    output: str | None = field(default=None, metadata={"help": "output folder (adapter/, merged/, checkpoints)"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    train_projector: bool = field(default=True, metadata={"help": "train the mlp2x_gelu projector (modules_to_save)"})
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "keep the CLIP vision tower frozen"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    epochs: float = field(default=1.0, metadata={"help": "training epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs decide)"})
+    batch_size: int = field(default=4, metadata={"help": "per-device batch size"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "linear warmup fraction of the steps (< 1)"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "HF scheduler name (cosine, linear, constant, ...)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_length: int = field(default=2048, metadata={"help": "max tokens per sample (image tokens included)"})
+    pad_to_square: bool = field(default=True, metadata={"help": "GeoChat's image_aspect_ratio=pad"})
+    bf16: str = field(default="auto", metadata={"help": "auto (on a bf16 GPU), true or false"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (less memory)"})
+    deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed json config, passed to the Trainer"})
+    fsdp: str = field(default="", metadata={"help": "Trainer fsdp option, e.g. 'full_shard auto_wrap'"})
+    fsdp_config: str | None = field(default=None, metadata={"help": "FSDP json config, passed to the Trainer"})
+    resume: str | None = field(default=None, metadata={
+        "help": "resume from a checkpoint folder, or 'last' for the newest OUTPUT/checkpoint-*"})
+    report_to: str = field(default="none", metadata={"help": "none or wandb (run offline: WANDB_MODE=offline)"})
+    logging_steps: int = field(default=10, metadata={"help": "log every this many steps"})
+    save_steps: int = field(default=500, metadata={"help": "checkpoint every this many steps"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    num_workers: int = field(default=2, metadata={"help": "dataloader workers"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    merge: bool = field(default=True, metadata={"help": "also write OUTPUT/merged (LoRA merged into the weights)"})
+
+    def validate(self) -> None:
+        for key in ("model", "data", "images", "output"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key} is required")
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_r must be >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1")
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ConfigError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        if self.report_to not in ("none", "wandb", "tensorboard"):
+            raise ConfigError(f"report_to must be none, wandb or tensorboard, got {self.report_to!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_length < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("max_length, batch_size and grad_accum must be >= 1")
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning setup problem the user can fix."""
+
+
+def lora_target_names(model) -> list[str]:
+    """The distinct leaf names of every nn.Linear inside the language model (``q_proj``, ..., ``down_proj``);
+    ``lm_head`` sits outside ``model.language_model`` and the vision tower/projector are not searched."""
+    language = model.model.language_model
+    return sorted({name.rsplit(".", 1)[-1] for name, m in language.named_modules() if isinstance(m, nn.Linear)})
+
+
+def lora_target_regex(model) -> str:
+    """A peft ``target_modules`` regex (full match on module names) for the language model's linears only: the
+    CLIP tower also has ``q_proj``/``k_proj``/``v_proj``, which a plain name list would catch."""
+    names = lora_target_names(model)
+    if not names:
+        raise FinetuneError("no nn.Linear found in model.model.language_model")
+    return r"(?:.*\.)?language_model\.(?:.*\.)?(?:" + "|".join(map(re.escape, names)) + r")"
+
+
+def use_bf16(cfg: FinetuneConfig) -> bool:
+    if cfg.bf16 == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cfg.bf16 == "true"
+
+
+def prepare_model(model, cfg: FinetuneConfig):
+    """Freeze, wrap with LoRA, unfreeze the projector: returns the PeftModel."""
+    from peft import LoraConfig, get_peft_model
+
+    model.requires_grad_(False)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      target_modules=lora_target_regex(model),
+                      modules_to_save=["multi_modal_projector"] if cfg.train_projector else None)
+    peft_model = get_peft_model(model, lora)
+    if not cfg.freeze_vision_tower:
+        for name, p in peft_model.named_parameters():
+            if ".vision_tower." in name:
+                p.requires_grad_(True)
+    for p in peft_model.parameters():  # trainable weights in fp32 (frozen ones may be bf16)
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if cfg.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    return peft_model
+
+
+def _resume_arg(cfg: FinetuneConfig):
+    if not cfg.resume:
+        return None
+    if cfg.resume == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(cfg.output) if Path(cfg.output).is_dir() else None
+        if last is None:
+            raise FinetuneError(f"--resume last: no checkpoint-* in {cfg.output}")
+        return last
+    if not Path(cfg.resume).is_dir():
+        raise FinetuneError(f"--resume {cfg.resume}: not a checkpoint folder")
+    return cfg.resume
+
+
+def train(cfg: FinetuneConfig, callbacks=None) -> dict:
+    """Fine-tune; returns a summary (losses, steps, output folders, trainable parameter counts)."""
+    from transformers import Trainer, TrainingArguments
+
+    from vlm_finetune.data import GeoChatCollator, GeoChatDataset
+    from vlm_finetune.geochat import load_geochat, save_geochat
+
+    bf16 = use_bf16(cfg)
+    model, processor = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    if processor is None or not hasattr(processor, "tokenizer"):
+        raise FinetuneError(f"{cfg.model} has no LlavaProcessor (tokenizer + image processor); convert_geochat writes one")
+    dataset = GeoChatDataset(cfg.data, cfg.images, processor, max_length=cfg.max_length,
+                             image_seq_length=model.config.image_seq_length, pad_to_square=cfg.pad_to_square)
+    if len(dataset) == 0:
+        raise FinetuneError(f"no usable samples in {cfg.data} ({len(dataset.dropped)} dropped: image tokens exceed "
+                            f"max_length {cfg.max_length})")
+    model.config.use_cache = False
+    targets = lora_target_names(model)  # before peft wraps each linear into base_layer + lora_A/B
+    peft_model = prepare_model(model, cfg)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    logger.info("trainable parameters: %d of %d (%.2f %%)", trainable, total, 100 * trainable / total)
+    out = Path(cfg.output)
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        warmup_steps=float(cfg.warmup_ratio), lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
+        bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        deepspeed=cfg.deepspeed, fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, dataloader_num_workers=cfg.num_workers,
+        remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=dataset, callbacks=callbacks,
+                      data_collator=GeoChatCollator(processor.tokenizer.pad_token_id))
+    result = trainer.train(resume_from_checkpoint=_resume_arg(cfg))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
+               "train_runtime": result.metrics.get("train_runtime"), "losses": losses,
+               "samples": len(dataset), "dropped": dataset.dropped, "truncated": dataset.truncated,
+               "trainable_params": trainable, "total_params": total, "bf16": bf16,
+               "lora_targets": targets, "config": to_dict(cfg)}
+    if trainer.is_world_process_zero():
+        adapter = out / "adapter"
+        peft_model.save_pretrained(str(adapter))
+        processor.save_pretrained(str(adapter))
+        summary["adapter"] = str(adapter)
+        if cfg.merge:
+            merged = peft_model.merge_and_unload()
+            merged.config.use_cache = True
+            if bf16:
+                merged = merged.to(torch.bfloat16)
+            summary["merged"] = str(save_geochat(merged, processor, out / "merged"))
+        (out / "finetune.json").write_text(json.dumps(
+            {k: v for k, v in summary.items() if not (isinstance(v, float) and math.isnan(v))}, indent=1, default=str))
+    return summary
