@@ -200,6 +200,8 @@ def test_build_instruct_is_deterministic_and_has_every_task(shared_data, tmp_pat
     out = tmp_path / "i.json"
     assert cli.main(["--input", *[f"{f}:{p}" for f, p in inputs], "--output", str(out), "--seed", "3"]) == 0
     assert read_instruct_json(out) == a
+    report = (tmp_path / "i_report.html").read_text()  # examples drawn on their images, every task shown
+    assert report.count("<img src=\"data:image/jpeg;base64,") >= 8 and all(t in report for t in ("refer", "grounding"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

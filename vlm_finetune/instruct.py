@@ -315,4 +315,47 @@ def run_build_instruct(cfg: InstructConfig) -> dict:
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
-    return {"output": str(out), **stats}
+    report = write_instruct_report(data, Path(stats["image_root"]), out.with_name(out.stem + "_report.html"))
+    return {"output": str(out), "report": str(report), **stats}
+
+
+def write_instruct_report(records: list[dict], image_root: Path, path: Path, per_task: int = 3) -> Path:
+    """A self-contained HTML page: for each task a few records, the image with every box of the conversation drawn
+    (question boxes blue, answer boxes red) and the turns as text, so a person can check the boxes land."""
+    import base64
+    import html
+    import io
+
+    from PIL import Image
+
+    from vlm_finetune.boxes import parse_boxes
+    from vlm_finetune.evaluate import draw_boxes
+
+    by_task: dict[str, list[dict]] = {}
+    for rec in records:
+        by_task.setdefault(rec.get("task", "?"), []).append(rec)
+    cards = []
+    for task, recs in sorted(by_task.items()):
+        for rec in recs[:per_task]:
+            try:
+                img = Image.open(image_root / rec["image"]).convert("RGB")
+            except OSError:
+                img = Image.new("RGB", (256, 256), (200, 200, 200))
+            img.thumbnail((320, 320))
+            turns = rec["conversations"]
+            draw_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == "human")).boxes, (40, 90, 230))
+            draw_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == "gpt")).boxes, (230, 30, 30))
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=82)
+            text = "".join(f"<p><b>{html.escape(t['from'])}:</b> {html.escape(t['value'])}</p>" for t in turns)
+            cards.append(f'<div class="card"><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+                         f'<div><b>{html.escape(task)}</b> - {html.escape(str(rec.get("id", "")))}</div>{text}</div>')
+    counts = ", ".join(f"{html.escape(t)} {len(r)}" for t, r in sorted(by_task.items()))
+    path.write_text(
+        "<!doctype html><meta charset='utf-8'><title>GeoChat instruction data</title>"
+        "<style>body{font-family:sans-serif;margin:20px}.card{display:inline-block;vertical-align:top;width:340px;"
+        "margin:8px;padding:8px;border:1px solid #ccc;font-size:13px}</style>"
+        f"<h1>GeoChat instruction data</h1><p>{len(records)} records: {counts}. Boxes from the question in blue, "
+        f"from the answer in red (0-100 grid, see vlm_finetune/boxes.py).</p>{''.join(cards)}"
+    )
+    return path
