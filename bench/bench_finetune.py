@@ -1,6 +1,10 @@
 """GeoChat LoRA fine-tuning throughput and peak memory: ours (vlm_finetune.train) vs a plain HF Trainer + peft loop.
 
     python bench/bench_finetune.py [--steps 40] [--batch-size 8] [--image-size 32] [--hidden 64] [--layers 2]
+    python bench/bench_finetune.py --preset 7b --batch-size 2 --steps 20 --bf16 --gradient-checkpointing   # GPU
+
+``--preset 7b``: a Vicuna-7B-shaped LLaMA (4096 wide, 32 layers, 32 heads, 11008, vocab 32000) and a
+ViT-L-14-336 tower at 504 px (1296 image tokens), random weights, as GeoChat is shaped.
 
 Both run as subprocesses (peak RSS = ``ru_maxrss`` of that process; CUDA peak when on a GPU) on the same tiny
 GeoChat (rs-tiny tower + write_tiny_llm, nothing downloaded), the same samples built from ../shared/data, the same
@@ -24,8 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def make_model(root: Path, image_size: int, hidden: int, layers: int) -> tuple[Path, Path, Path]:
-    import torch
+PRESETS = {"7b": {"tower": "ViT-L-14-336", "image_size": 504, "hidden": 4096, "layers": 32, "heads": 32,
+                  "intermediate": 11008, "vocab_size": 32000}}
+
+
+def make_model(root: Path, image_size: int, hidden: int, layers: int, tower_name: str = "rs-tiny",
+               shape: dict | None = None) -> tuple[Path, Path, Path]:
 
     import clip_pretrain  # noqa: F401 - registers rs-tiny
     from shards.paths import shared_data_dir
@@ -40,11 +48,9 @@ def make_model(root: Path, image_size: int, hidden: int, layers: int) -> tuple[P
                           seed=0, image_root=data)
     recs = [r for r in recs if r["task"] != "grounding"][:64]
     texts = [SYSTEM] + [t["value"] for r in recs for t in r["conversations"]]
-    tower = export_vision_tower(None, "rs-tiny", image_size, root / "tower")
-    llm = write_tiny_llm(root / "llm", word_vocab(texts), hidden=hidden, layers=layers)
-    model, processor = assemble_geochat(tower, llm)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(25)
+    tower = export_vision_tower(None, tower_name, image_size, root / "tower")
+    llm = write_tiny_llm(root / "llm", word_vocab(texts), hidden=hidden, layers=layers, **(shape or {}))
+    model, processor = assemble_geochat(tower, llm)  # write_tiny_llm already sharpens the random lm_head
     save_geochat(model, processor, root / "geochat")
     (root / "train.json").write_text(json.dumps(recs))
     return root / "geochat", root / "train.json", data
@@ -58,22 +64,25 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(model: str, data: str, images: str, out: str, steps: int, batch: int) -> dict:
+def run_ours(model: str, data: str, images: str, out: str, steps: int, batch: int, bf16: bool = False,
+             grad_ckpt: bool = False) -> dict:
     from vlm_finetune.train import FinetuneConfig, train
 
     cfg = FinetuneConfig(model=model, data=data, images=images, output=out, max_steps=steps, batch_size=batch,
-                         num_workers=0, logging_steps=steps, save_steps=10**9, merge=False, max_length=1024)
+                         num_workers=0, logging_steps=steps, save_steps=10**9, merge=False, max_length=2048,
+                         bf16="true" if bf16 else "false", gradient_checkpointing=grad_ckpt)
     summary = train(cfg)
     from vlm_finetune.data import GeoChatDataset
     from vlm_finetune.geochat import load_geochat
 
     _, processor = load_geochat(model)
-    ds = GeoChatDataset(data, images, processor, max_length=1024)
+    ds = GeoChatDataset(data, images, processor, max_length=2048)
     per_epoch = sum(len(ids) for _, ids, _ in ds.items)
     return {"tokens": per_epoch * steps * batch / len(ds), "summary": summary}
 
 
-def run_baseline(model: str, data: str, images: str, out: str, steps: int, batch: int) -> dict:
+def run_baseline(model: str, data: str, images: str, out: str, steps: int, batch: int, bf16: bool = False,
+                 grad_ckpt: bool = False) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
     from PIL import Image
@@ -119,7 +128,8 @@ def run_baseline(model: str, data: str, images: str, out: str, steps: int, batch
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=2e-4,
                              logging_steps=steps, save_strategy="no", report_to=[], remove_unused_columns=False,
                              dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
-                             warmup_steps=0.03, lr_scheduler_type="cosine", seed=0)
+                             warmup_steps=0.03, lr_scheduler_type="cosine", seed=0, bf16=bf16,
+                             gradient_checkpointing=grad_ckpt)
     ds = DS()
     trainer = Trainer(model=net, args=args, train_dataset=ds, data_collator=collate)
     result = trainer.train()
@@ -130,7 +140,7 @@ def run_baseline(model: str, data: str, images: str, out: str, steps: int, batch
 
 def child(args) -> None:
     fn = run_ours if args.variant == "ours" else run_baseline
-    res = fn(args.model, args.data, args.images, args.out, args.steps, args.batch_size)
+    res = fn(args.model, args.data, args.images, args.out, args.steps, args.batch_size, args.bf16, args.gradient_checkpointing)
     s = res["summary"]
     print(json.dumps({"variant": args.variant, "tokens": res["tokens"], "runtime_s": s["train_runtime"], "peak_mb": peak_mb(),
                       "train_loss": s.get("train_loss")}))
@@ -143,6 +153,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a real model shape instead of the tiny one (GPU)")
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--variant", choices=("ours", "baseline"), help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -154,12 +167,17 @@ def main(argv=None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model, data, images = make_model(root, args.image_size, args.hidden, args.layers)
+        if args.preset:
+            shape = dict(PRESETS[args.preset])
+            tower, size, hidden, layers = shape.pop("tower"), shape.pop("image_size"), shape.pop("hidden"), shape.pop("layers")
+            model, data, images = make_model(root, size, hidden, layers, tower, shape)
+        else:
+            model, data, images = make_model(root, args.image_size, args.hidden, args.layers)
         rows = []
         for variant in ("baseline", "ours"):
             cmd = [sys.executable, __file__, "--variant", variant, "--model", str(model), "--data", str(data),
                    "--images", str(images), "--out", str(root / variant), "--steps", str(args.steps),
-                   "--batch-size", str(args.batch_size)]
+                   "--batch-size", str(args.batch_size)] + ["--bf16"] * args.bf16 + ["--gradient-checkpointing"] * args.gradient_checkpointing
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if proc.returncode:
                 print(proc.stderr[-3000:], file=sys.stderr)

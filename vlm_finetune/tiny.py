@@ -21,8 +21,12 @@ def word_vocab(texts: Iterable[str], limit: int = 4000) -> list[str]:
 
 
 def write_tiny_llm(path: str | Path, words: list[str], hidden: int = 64, layers: int = 2, seed: int = 0,
-                   head_scale: float = 25.0) -> Path:
-    """``save_pretrained`` a random LlamaForCausalLM (``hidden`` wide, ``layers`` deep) + a WordLevel tokenizer."""
+                   head_scale: float = 25.0, heads: int = 4, intermediate: int | None = None,
+                   vocab_size: int | None = None) -> Path:
+    """``save_pretrained`` a random LlamaForCausalLM (``hidden`` wide, ``layers`` deep) + a WordLevel tokenizer.
+
+    ``heads``/``intermediate``/``vocab_size`` give other shapes (Vicuna-7B: 4096, 32 layers, 32 heads, 11008,
+    32000); rows past the tokenizer's words are never produced by it."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -32,9 +36,9 @@ def write_tiny_llm(path: str | Path, words: list[str], hidden: int = 64, layers:
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(seed)
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
-                         num_key_value_heads=4, vocab_size=len(words), bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                         max_position_embeddings=8192)
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate or 2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, vocab_size=max(vocab_size or 0, len(words)),
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0, max_position_embeddings=8192)
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         # a random 0.02-init head caps every logit near 1 after the final RMSNorm, so no LoRA on the body can make
