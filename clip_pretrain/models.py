@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# what a checkpoint folder may hold, in the order tried (open_clip's hub snapshots, then ours)
+CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+                    "final.safetensors", "model.safetensors", "pytorch_model.bin", "checkpoints/latest")
 
 
 class CheckpointError(ValueError):
@@ -123,6 +126,11 @@ def check_pretrained(name: str, pretrained: str | None) -> Path | None:
     path = Path(pretrained).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():  # a downloaded hub snapshot or checkpoint folder
+        for name in CHECKPOINT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"--pretrained {path}: folder holds none of {', '.join(CHECKPOINT_NAMES)}")
     tags = open_clip.list_pretrained_tags_by_model(name)
     if pretrained in tags:
         raise CheckpointError(

@@ -245,3 +245,18 @@ def test_shard_sizes_counted_when_sizes_json_is_missing(tiny, tmp_path):
     assert expand_urls(str(tmp_path / "shard-{000000..000001}.tar")) == [str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")]
     with pytest.raises(Exception, match="not found"):
         expand_urls(str(tmp_path / "shard-{000000..000009}.tar"))
+
+
+def test_pretrained_may_be_a_checkpoint_folder(tmp_path):
+    """A downloaded open_clip hub snapshot (or a run dir) can be passed as --pretrained."""
+    from clip_pretrain.checkpoint import save_safetensors
+
+    bundle = create_clip("rs-tiny")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    save_safetensors(bundle.model.state_dict(), snapshot / "open_clip_model.safetensors")
+    loaded = create_clip("rs-tiny", snapshot)
+    for k, v in bundle.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match="folder holds none"):
+        create_clip("rs-tiny", tmp_path)

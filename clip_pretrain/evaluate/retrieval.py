@@ -598,9 +598,9 @@ def load_bundle(model: str, checkpoint: str | None, device: torch.device, init_s
             torch.manual_seed(init_seed)
             return create_clip(model, pretrained=None, device=device)
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise EvalError(f"{checkpoint}: checkpoint file not found")
-    return create_clip(model, pretrained=str(path), device=device)
+    return create_clip(model, pretrained=str(path), device=device)  # a folder (run dir, hub snapshot) is resolved there
 
 
 def embed_eval_set(bundle, eval_set: EvalSet, device: torch.device, batch_size: int = 64, workers: int = 0):
