@@ -13,9 +13,7 @@ Missing predictions count as wrong (``n_missing``); unreadable box groups are co
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import logging
 import time
@@ -268,8 +266,10 @@ def draw_boxes(img, boxes, colour=(230, 0, 0), width: int = 2):
     return img
 
 
-def _thumb_b64(image_path: Path | None, pred_boxes, ref_boxes, size: int = 256) -> str:
+def _thumb_uri(image_path: Path | None, pred_boxes, ref_boxes, size: int = 256) -> str:
     from PIL import Image
+
+    from shards.report import jpeg_data_uri
 
     img = None
     if image_path is not None and image_path.is_file():
@@ -282,9 +282,7 @@ def _thumb_b64(image_path: Path | None, pred_boxes, ref_boxes, size: int = 256) 
     img.thumbnail((size, size))
     draw_boxes(img, ref_boxes or [], (0, 200, 0))
     draw_boxes(img, pred_boxes or [], (230, 0, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return jpeg_data_uri(img, quality=80)
 
 
 def write_report(path: Path, metrics: dict, rows: list[dict], images_dir, n_examples: int = 20) -> None:
@@ -301,7 +299,7 @@ def write_report(path: Path, metrics: dict, rows: list[dict], images_dir, n_exam
                  "<th>result</th></tr>")
     for row in rows[:n_examples]:
         img_path = Path(images_dir) / row["image"] if images_dir and row.get("image") else None
-        thumb = _thumb_b64(img_path, row.get("pred_boxes"), row.get("ref_boxes"))
+        thumb = _thumb_uri(img_path, row.get("pred_boxes"), row.get("ref_boxes"))
         if "correct" in row:
             result = "<span class='ok'>hit</span>" if row["correct"] else "<span class='bad'>miss</span>"
             if "iou" in row:
@@ -311,7 +309,7 @@ def write_report(path: Path, metrics: dict, rows: list[dict], images_dir, n_exam
             result = f"R-1 {100 * rouge1_f(row['answer'], row['reference']):.1f}" if row["answer"] is not None \
                 else "<span class='bad'>missing</span>"
         answer = "<i>missing</i>" if row["answer"] is None else esc(row["answer"])
-        parts.append(f"<tr><td><img src='data:image/jpeg;base64,{thumb}'></td><td>{esc(row['id'])}</td>"
+        parts.append(f"<tr><td><img src='{thumb}'></td><td>{esc(row['id'])}</td>"
                      f"<td>{esc(row['question'])}</td><td>{esc(row['reference'])}</td><td>{answer}</td>"
                      f"<td>{result}</td></tr>")
     parts.append("</table></body></html>")

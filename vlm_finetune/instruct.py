@@ -322,11 +322,11 @@ def run_build_instruct(cfg: InstructConfig) -> dict:
 def write_instruct_report(records: list[dict], image_root: Path, path: Path, per_task: int = 3) -> Path:
     """A self-contained HTML page: for each task a few records, the image with every box of the conversation drawn
     (question boxes blue, answer boxes red) and the turns as text, so a person can check the boxes land."""
-    import base64
     import html
-    import io
 
     from PIL import Image
+
+    from shards.report import jpeg_data_uri
 
     from vlm_finetune.boxes import parse_boxes
     from vlm_finetune.evaluate import draw_boxes
@@ -345,10 +345,8 @@ def write_instruct_report(records: list[dict], image_root: Path, path: Path, per
             turns = rec["conversations"]
             draw_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == "human")).boxes, (40, 90, 230))
             draw_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == "gpt")).boxes, (230, 30, 30))
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=82)
             text = "".join(f"<p><b>{html.escape(t['from'])}:</b> {html.escape(t['value'])}</p>" for t in turns)
-            cards.append(f'<div class="card"><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+            cards.append(f'<div class="card"><img src="{jpeg_data_uri(img, quality=82)}">'
                          f'<div><b>{html.escape(task)}</b> - {html.escape(str(rec.get("id", "")))}</div>{text}</div>')
     counts = ", ".join(f"{html.escape(t)} {len(r)}" for t, r in sorted(by_task.items()))
     path.write_text(

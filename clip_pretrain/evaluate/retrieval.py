@@ -23,11 +23,9 @@ Images without captions can never be hits as i2t queries (they count as misses, 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import glob
 import html
-import io
 import json
 import logging
 import os
@@ -678,11 +676,11 @@ def _topk_small(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.n
 
 def thumbnail_data_uri(item: EvalItem, size: int = 112) -> str:
     try:
+        from shards.report import jpeg_data_uri
+
         img = load_rgb(item).copy()
         img.thumbnail((size, size))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        return jpeg_data_uri(img, quality=80)
     except Exception:  # noqa: BLE001 - the report shows a blank for an image that no longer reads
         return ""
 
