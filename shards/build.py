@@ -38,16 +38,32 @@ from shards.build_config import BuildConfig
 from shards.config import to_dict
 from shards.dedup import find_contaminated, find_duplicates, image_phash
 from shards.imageio import configure_pillow, load_image
-from shards.readers import read_records
-from shards.readers.eval_sets import iter_eval_images
-from shards.record import Record, SampleSkip
+from shards.guards import LOCK_NAME, RunLock, check_apart
+from shards.readers import check_input, read_records
+from shards.readers._common import is_under
+from shards.readers.eval_sets import check_eval_set, iter_eval_images
+from shards.record import DatasetIssue, Record, SampleSkip
 from shards.sample import Sample, build_sample, sample_json_bytes
-from shards.writer import SHARD_PATTERN, MemberRef, StagedReader, StagingWriter, atomic_write_json, write_shard
+from shards.writer import (
+    BUILD_MARKER,
+    MANIFEST,
+    SHARD_NAME,
+    SHARD_PATTERN,
+    WORK,
+    MemberRef,
+    StagedReader,
+    StagingWriter,
+    atomic_write_json,
+    build_state,
+    write_shard,
+)
 
 log = logging.getLogger("shards.build")
 
 STAGES = ("hash", "dedup", "write", "finalize")
-WORK = "_work"
+# every file name a build writes into its output folder (besides shard-NNNNNN.tar): all --overwrite may remove
+OUTPUT_FILES = frozenset({MANIFEST, "sizes.json", "report.json", "report.html", "report.png", "duplicates.json",
+                          "contaminated.json", "issues.jsonl", BUILD_MARKER})
 
 
 @dataclass
@@ -77,12 +93,17 @@ class BuildPlan:
 # ---------------------------------------------------------------- pass 1: hash, caption, encode, stage
 
 
-def iter_indexed_records(plan: BuildPlan) -> Iterator[tuple[int, Record]]:
-    """All records of all inputs with their global index (the de-duplication priority)."""
+def iter_indexed_records(plan: BuildPlan, dataset_issues: list[DatasetIssue] | None = None) -> Iterator[tuple[int, Record]]:
+    """All records of all inputs with their global index (the de-duplication priority); problems that belong to
+    no image go to ``dataset_issues``."""
     index = 0
     for spec in plan.inputs:
-        for record in read_records(spec.fmt, spec.path, spec.name, plan.cfg):
-            yield index, record
+        for item in read_records(spec.fmt, spec.path, spec.name, plan.cfg):
+            if isinstance(item, DatasetIssue):
+                if dataset_issues is not None:
+                    dataset_issues.append(item)
+                continue
+            yield index, item
             index += 1
 
 
@@ -171,7 +192,8 @@ def run_hash_pass(plan: BuildPlan) -> None:
     if node_dir.exists():
         shutil.rmtree(node_dir)  # an interrupted pass restarts from scratch: parts are not trusted
     node_dir.mkdir(parents=True)
-    mine = ((i, r) for i, r in iter_indexed_records(plan) if i % plan.num_nodes == plan.node_rank)
+    dataset_issues: list[DatasetIssue] = []
+    mine = ((i, r) for i, r in iter_indexed_records(plan, dataset_issues) if i % plan.num_nodes == plan.node_rank)
     staging = StagingWriter(node_dir)
     counts: Counter = Counter()
     start = time.perf_counter()
@@ -184,6 +206,9 @@ def run_hash_pass(plan: BuildPlan) -> None:
             counts[sample.status] += 1
             lines.write(json.dumps(sample_line(sample, refs), ensure_ascii=False) + "\n")
     staging.close()
+    if plan.node_rank == 0:  # every node reads every annotation; node 0 alone keeps what belongs to no image
+        atomic_write_json(node_dir / "dataset_issues.json",
+                          [{"source": d.source, "reason": d.reason, "message": d.message, "objects": d.objects} for d in dataset_issues])
     seconds = time.perf_counter() - start
     atomic_write_json(done, {"counts": dict(counts), "seconds": round(seconds, 3)})
 
@@ -207,10 +232,29 @@ def load_records(plan: BuildPlan) -> list[dict]:
     return rows
 
 
-def _hash_eval_images(paths: list[Path]) -> list[tuple[str, int | None, str | None]]:
+def load_dataset_issues(plan: BuildPlan) -> list[dict]:
+    path = plan.work / "node-0000" / "dataset_issues.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def check_unique_keys(rows: list[dict]) -> None:
+    """Two samples with one key would be two files of one name in a tar (webdataset refuses the shard, other
+    readers keep one): stop before any shard is written, naming both."""
+    first: dict[str, dict] = {}
+    for row in rows:
+        other = first.setdefault(row["key"], row)
+        if other is not row:
+            raise RuntimeError(f"two samples would share the key {row['key']!r}: {other['path']} ({other['source']}) and "
+                               f"{row['path']} ({row['source']}); rename one of the files")
+
+
+def _hash_eval_images(paths: list[tuple[Path, Path]]) -> list[tuple[str, int | None, str | None]]:
     cfg = _Worker.cfg
     out = []
-    for path in paths:
+    for path, root in paths:
+        if not cfg.files.allow_outside_root and not is_under(path, root):
+            out.append((str(path), None, "path_outside_root"))  # never read a file outside the set's root
+            continue
         try:
             out.append((str(path), image_phash(load_image(path, cfg.image).rgb, cfg.dedup.hash_side), None))
         except SampleSkip as skip:
@@ -244,6 +288,7 @@ def run_dedup_pass(plan: BuildPlan) -> None:
         log.info("dedup pass already done, skipping")
         return
     rows = [r for r in load_records(plan) if r["status"] == "ok"]
+    check_unique_keys(rows)
     hashes = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
     threshold, segments = plan.cfg.dedup.threshold, plan.cfg.dedup.segments
     removed: dict[int, str] = {}
@@ -339,8 +384,19 @@ def empty_counts() -> dict:
     return {"read": 0, "written": 0, "skipped": Counter(), "duplicates": 0, "contaminated": 0}
 
 
-def tally(rows: list[dict], removed: dict[str, str], sources: list[str]) -> dict:
-    """report.json's counts: read = written + sum(skipped) + duplicates + contaminated, overall and per source."""
+def row_objects(row: dict, removed: dict[str, str]) -> Counter:
+    """A row's object counts; the objects of an image removed by de-duplication count as dropped with it."""
+    objects = Counter(row.get("objects", {}))
+    why = removed.get(str(row["index"]))
+    if why is not None and objects.get("kept"):
+        objects[f"dropped:{why}"] += objects.pop("kept")
+        objects.pop("clipped", None)
+    return objects
+
+
+def tally(rows: list[dict], removed: dict[str, str], sources: list[str], dataset_issues: list[dict] = ()) -> dict:
+    """report.json's counts: read = written + sum(skipped) + duplicates + contaminated, overall and per source;
+    objects: read = kept + sum(dropped), kept being the objects of written images."""
     total = empty_counts()
     per_source = {name: empty_counts() for name in sources}
     objects: Counter = Counter()
@@ -353,7 +409,10 @@ def tally(rows: list[dict], removed: dict[str, str], sources: list[str]) -> dict
                 counts["duplicates" if removed[str(row["index"])] == "duplicate" else "contaminated"] += 1
             else:
                 counts["written"] += 1
-        objects.update(row.get("objects", {}))
+        objects.update(row_objects(row, removed))
+    for issue in dataset_issues:  # annotations no image took
+        objects["read"] += issue["objects"]
+        objects[f"dropped:{issue['reason']}"] += issue["objects"]
 
     def plain(c: dict) -> dict:
         return {**c, "skipped": dict(sorted(c["skipped"].items()))}
@@ -392,17 +451,27 @@ def report_samples(plan: BuildPlan, rows: list[dict], limit: int) -> list[dict]:
     return samples
 
 
-def write_issue_log(plan: BuildPlan, rows: list[dict]) -> list[dict]:
-    """Every skip and object-level problem with its file:line message, one JSON object a line."""
+def write_issue_log(plan: BuildPlan, rows: list[dict], dataset_issues: list[dict] = ()) -> list[dict]:
+    """Every skip and object-level problem with its file:line message, one JSON object a line, each once;
+    problems that belong to no image come last with ``key`` null."""
     examples: dict[str, dict] = {}
     with open(plan.output / "issues.jsonl", "w") as fh:
+        def put(key: str | None, source: str, item: dict) -> None:
+            fh.write(json.dumps({"key": key, "source": source, "reason": item["reason"], "message": item["message"]},
+                                ensure_ascii=False) + "\n")
+            examples.setdefault(item["reason"], item)
+
         for row in rows:
             items = list(row.get("issues", []))
             if row["status"] != "ok":
                 items.insert(0, {"reason": row["reason"], "message": row["message"]})
+            seen: set[tuple[str, str]] = set()
             for item in items:
-                fh.write(json.dumps({"key": row["key"], "source": row["source"], **item}, ensure_ascii=False) + "\n")
-                examples.setdefault(item["reason"], item)
+                if (item["reason"], item["message"]) not in seen:
+                    seen.add((item["reason"], item["message"]))
+                    put(row["key"], row["source"], item)
+        for issue in dataset_issues:
+            put(None, issue["source"], issue)
     return list(examples.values())
 
 
@@ -421,7 +490,8 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
     for entry in shard_list:
         if not (plan.output / entry["name"]).exists():
             raise RuntimeError(f"{plan.output / entry['name']} is missing after the write pass")
-    counts = tally(rows, removed, [s.name for s in plan.inputs])
+    dataset_issues = load_dataset_issues(plan)
+    counts = tally(rows, removed, [s.name for s in plan.inputs], dataset_issues)
     counts["shards"] = len(shard_list)
     counts["eval_images"] = dedup["eval_images"]
     if dedup["eval_skipped"]:
@@ -430,17 +500,8 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
     counts["timing"] = {"hash_pass_seconds": round(hash_seconds, 2), "images_per_s": round(counts["read"] / hash_seconds, 2) if hash_seconds else None}
     if started is not None:
         counts["timing"]["seconds"] = round(time.perf_counter() - started, 2)
-    examples = write_issue_log(plan, rows)
-    atomic_write_json(plan.output / "sizes.json", {e["name"]: e["samples"] for e in shard_list})
-    atomic_write_json(plan.output / "manifest.json", {
-        "shards": shard_list,
-        "num_samples": len(kept),
-        "inputs": [{"format": s.fmt, "path": str(s.path), "name": s.name} for s in plan.inputs],
-        "dedup_against": [str(p) for p in plan.dedup_against],
-        "config": to_dict(plan.cfg),
-        "versions": versions(),
-        "members": {"jpg": "RGB JPEG", "txt": "one caption (seeded choice of the five)", "json": "all captions, source, path, objects, phash"},
-    })
+    examples = write_issue_log(plan, rows, dataset_issues)
+    atomic_write_json(plan.output / "sizes.json", {e["name"]: e["samples"] for e in shard_list})  # after the shards
     atomic_write_json(plan.output / "report.json", counts)
     class_counts: Counter = Counter()
     for row in kept:
@@ -451,6 +512,17 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
         plan.output, {**counts, "issues_examples": examples}, report_samples(plan, kept, plan.cfg.report.grid_samples),
         duplicates, contaminated, dict(class_counts), plan.cfg.report,
     )
+    # the manifest comes last: its presence is what says "this build finished" (shards.writer.build_state)
+    atomic_write_json(plan.output / MANIFEST, {
+        "shards": shard_list,
+        "num_samples": len(kept),
+        "inputs": [{"format": s.fmt, "path": str(s.path), "name": s.name} for s in plan.inputs],
+        "dedup_against": [str(p) for p in plan.dedup_against],
+        "config": to_dict(plan.cfg),
+        "versions": versions(),
+        "members": {"jpg": "RGB JPEG", "txt": "one caption (seeded choice of the five)",
+                    "json": "all captions, source, rel_path, objects, phash"},
+    })
     if not plan.cfg.writer.keep_work:
         shutil.rmtree(plan.work)
     return counts
@@ -459,14 +531,66 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
 # ---------------------------------------------------------------- driver
 
 
-def prepare_output(plan: BuildPlan, overwrite: bool) -> None:
-    """A fresh or resumable output dir: a finished build or foreign files are never silently overwritten."""
+def is_build_file(name: str) -> bool:
+    """True for a name a build writes into its output folder (temporary ``*.tmp`` twins and lock files included)."""
+    if name.endswith(".tmp"):
+        name = name[:-4]
+    return name in OUTPUT_FILES or name == WORK or bool(SHARD_NAME.match(name)) or name.startswith(LOCK_NAME)
+
+
+def check_output(plan: BuildPlan, overwrite: bool) -> str:
+    """Decide, before anything is written, what happens to ``plan.output``: ``"new"``, ``"resume"`` or
+    ``"replace"`` (``--overwrite`` of a previous build). Refused: an output that is, lies in, or holds an input;
+    a non-empty folder that no build wrote; a build folder that also holds files no build wrote; a finished
+    build without ``--overwrite``. A refusal never suggests ``--overwrite`` for a folder that is not a build."""
     out = plan.output
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if out.exists() and any(out.iterdir()) and not plan.work.exists():
-        what = "a finished build (manifest.json)" if (out / "manifest.json").exists() else "files but no build in progress"
-        raise FileExistsError(f"{out} already holds {what}; pass --overwrite or choose a new --output")
+    check_apart(out, [("--input", s.path) for s in plan.inputs] + [("--dedup-against", p) for p in plan.dedup_against])
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output {out} is a file, not a folder")
+    entries = [e for e in out.iterdir() if not e.name.startswith(LOCK_NAME)] if out.is_dir() else []
+    if not entries:
+        return "new"
+    state = build_state(out)
+    if state == "none":
+        raise FileExistsError(f"--output {out} is not empty and holds no shard build (no {BUILD_MARKER} or "
+                              f"{MANIFEST}); choose an empty or new folder - nothing there was changed")
+    foreign = sorted(e.name for e in entries if not is_build_file(e.name))
+    if foreign:
+        raise FileExistsError(f"--output {out} holds a shard build but also {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+                              f"no build wrote ({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); move "
+                              "them away or choose another folder - nothing there was changed")
+    if overwrite:
+        return "replace"
+    if state == "finished":
+        raise FileExistsError(f"{out} already holds a finished build ({MANIFEST}); pass --overwrite to replace it "
+                              "or choose a new --output")
+    return "resume"
+
+
+def remove_build(out: Path) -> None:
+    """Delete what a previous build wrote in ``out`` - only names it writes (``is_build_file``), the manifest first
+    so an interrupted removal leaves an unfinished build, never a finished-looking one. A link is removed, never
+    followed."""
+    entries = sorted(out.iterdir(), key=lambda e: (e.name != MANIFEST, e.name == BUILD_MARKER, e.name))
+    for entry in entries:
+        if not is_build_file(entry.name) or entry.name.startswith(LOCK_NAME):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def prepare_output(plan: BuildPlan, action: str) -> None:
+    """Carry out ``check_output``'s decision (under the run lock): clear a replaced build, mark the folder as a
+    build's, and check that a resumed build has the same inputs and settings."""
+    out = plan.output
+    if action == "replace":
+        remove_build(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / BUILD_MARKER).exists():
+        atomic_write_json(out / BUILD_MARKER, {"tool": "rs-clip-toolkit shard build", "version": __version__,
+                                               "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     plan.work.mkdir(parents=True, exist_ok=True)
     settings = {"inputs": [[s.fmt, str(s.path), s.name] for s in plan.inputs], "dedup_against": [str(p) for p in plan.dedup_against],
                 "config": to_dict(plan.cfg), "num_nodes": plan.num_nodes}
@@ -478,21 +602,34 @@ def prepare_output(plan: BuildPlan, overwrite: bool) -> None:
         raise ValueError(f"{out} holds a build in progress with other inputs or settings; pass --overwrite to start over")
 
 
+def check_inputs(plan: BuildPlan) -> None:
+    """Cheap checks before any work: every input is a dataset in its format, every --dedup-against set exists."""
+    for spec in plan.inputs:
+        check_input(spec.fmt, spec.path)
+    for path in plan.dedup_against:
+        check_eval_set(path)
+
+
 def run_build(plan: BuildPlan, stage: str = "all", overwrite: bool = False) -> dict | None:
     """Run one pass (``stage``) or all of them; returns report.json's content after ``finalize``."""
     started = time.perf_counter()
     if stage not in STAGES + ("all",):
         raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES + ('all',))}")
-    prepare_output(plan, overwrite)
-    stages = STAGES if stage == "all" else (stage,)
-    result = None
-    for name in stages:
-        if name == "hash":
-            run_hash_pass(plan)
-        elif name == "dedup":
-            run_dedup_pass(plan)
-        elif name == "write":
-            run_write_pass(plan)
-        else:
-            result = run_finalize_pass(plan, started)
+    check_inputs(plan)
+    action = check_output(plan, overwrite)
+    # one live process per output folder (per node and pass in cluster mode, where nodes share the folder)
+    lock_name = LOCK_NAME if plan.num_nodes == 1 else f"{LOCK_NAME}-{stage}-{plan.node_rank:04d}"
+    with RunLock(plan.output, lock_name, what="shard build"):
+        prepare_output(plan, action)
+        stages = STAGES if stage == "all" else (stage,)
+        result = None
+        for name in stages:
+            if name == "hash":
+                run_hash_pass(plan)
+            elif name == "dedup":
+                run_dedup_pass(plan)
+            elif name == "write":
+                run_write_pass(plan)
+            else:
+                result = run_finalize_pass(plan, started)
     return result

@@ -21,6 +21,12 @@ class ImageConfig:
         default_factory=lambda: [0, 1, 2],
         metadata={"help": "which bands of a multi-band (e.g. 4-band RGBN) image are R,G,B (0-based)"},
     )
+    exif_orientation: str = field(
+        default="apply",
+        metadata={"help": "a JPEG/TIFF EXIF Orientation tag (phone/UAV photos): 'apply' turns the pixels upright before "
+                          "boxes are checked (annotation tools show them upright); 'ignore' keeps the stored pixels. "
+                          "Either way the tag is not written to the shard, so every reader sees the same image"},
+    )
 
     def validate(self) -> None:
         if self.max_pixels <= 0:
@@ -34,6 +40,24 @@ class ImageConfig:
             raise ConfigError(f"image.high_bit_percentiles must be [low, high] within 0..100, got {lo_hi}")
         if len(self.bands) != 3 or any(b < 0 for b in self.bands):
             raise ConfigError(f"image.bands must be three band indices, got {self.bands}")
+        if self.exif_orientation not in ("apply", "ignore"):
+            raise ConfigError(f"image.exif_orientation must be 'apply' or 'ignore', got {self.exif_orientation!r}")
+        if self.min_side < 1:
+            raise ConfigError(f"image.min_side must be >= 1, got {self.min_side}")
+
+
+@dataclass
+class FileConfig:
+    allow_outside_root: bool = field(
+        default=False,
+        metadata={"help": "read images that annotations place outside the dataset root (../x.jpg, absolute paths); "
+                          "refused and counted as path_outside_root by default"},
+    )
+    read_hidden: bool = field(
+        default=False,
+        metadata={"help": "read files and folders whose names start with '.' (macOS ._* copies, .ipynb_checkpoints); "
+                          "counted as hidden_file by default"},
+    )
 
 
 @dataclass
@@ -148,6 +172,11 @@ class ReportConfig:
     grid_samples: int = field(default=24, metadata={"help": "sample images shown in report.html"})
     max_pairs: int = field(default=24, metadata={"help": "duplicate/contamination pairs shown in report.html"})
 
+    def validate(self) -> None:
+        for name in ("grid_samples", "max_pairs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"report.{name} must be >= 0, got {getattr(self, name)}")
+
 
 @dataclass
 class BuildConfig:
@@ -155,6 +184,7 @@ class BuildConfig:
     seed: int = field(default=0, metadata={"help": "seed for everything random in the build"})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad sample or annotation instead of skipping it"})
     image: ImageConfig = field(default_factory=ImageConfig)
+    files: FileConfig = field(default_factory=FileConfig)
     boxes: BoxConfig = field(default_factory=BoxConfig)
     classes: ClassConfig = field(default_factory=ClassConfig)
     b2c: B2CConfig = field(default_factory=B2CConfig)
@@ -168,5 +198,5 @@ class BuildConfig:
     def validate(self) -> None:
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        for section in (self.image, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.writer):
+        for section in (self.image, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.writer, self.report):
             section.validate()

@@ -40,13 +40,20 @@ def parse_input(value: str) -> tuple[str, Path]:
 
 
 def source_names(inputs: list[tuple[str, Path]]) -> list[InputSpec]:
-    """Source name = the dataset folder's (or json's) name, made unique with -2, -3... in given order."""
-    specs, seen = [], {}
+    """Source name = the dataset folder's (or json's) name, made unique with -2, -3... in given order.
+
+    Unique by construction: a suffixed name is taken only when no earlier source holds it, so ``p/a``, ``q/a``
+    and ``r/a-2`` become ``a``, ``a-2`` and ``a-2-2`` (keys start with the source name, so two equal names
+    would give two samples one key)."""
+    specs: list[InputSpec] = []
+    taken: set[str] = set()
     for fmt, path in inputs:
         base = path.stem if path.suffix else path.name
         base = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_").lower() or fmt
-        seen[base] = seen.get(base, 0) + 1
-        name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        taken.add(name)
         specs.append(InputSpec(fmt, path, name))
     return specs
 
@@ -73,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-nodes", type=int, default=1, help="machines sharing the build (cluster mode)")
     parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank in 0..num-nodes-1")
     parser.add_argument("--stage", choices=STAGES + ("all",), default="all", help="which pass to run (default: all four)")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing output dir first")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous build in --output: removes only the files a build wrote there (a folder "
+                             "holding anything else is refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_args(parser, BuildConfig, skip=("workers", "writer.shard_size"))
     return parser
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # schedulers send SIGTERM before killing
     try:
         report = run_build(plan, stage=args.stage, overwrite=args.overwrite)
-    except (FileExistsError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # LayoutError, AnnotationError, OverlapError, OutputBusyError...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

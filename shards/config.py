@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -89,15 +91,7 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             return False
         raise ConfigError(f"{where}: '{key}' must be true/false, got {value!r}")
     if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
-        try:
-            out = tp(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: '{key}' must be {tp.__name__}, got {value!r}") from exc
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
-        return out
+        return _number(value, tp, key, where)
     if tp is str:
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
@@ -105,6 +99,31 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     if tp is Path:
         return Path(value)
     return value
+
+
+# Plain decimal numbers only: Python's int()/float() also take "1_0" (= 10), "inf", "nan" and "infinity", none of
+# which is ever a meaningful setting here.
+_INT_TEXT = re.compile(r"[+-]?\d+")
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _number(value: Any, tp: type, key: str, where: str) -> int | float:
+    """``value`` as a finite ``tp`` (int or float), or a ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        pattern = _INT_TEXT if tp is int else _FLOAT_TEXT
+        if not pattern.fullmatch(text) and not (tp is int and _FLOAT_TEXT.fullmatch(text)):
+            raise ConfigError(f"{where}: '{key}' must be {'an integer' if tp is int else 'a finite number'}, got {value!r}")
+        value = float(text) if (tp is float or not _INT_TEXT.fullmatch(text)) else int(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' must be a finite number, got {value!r}")
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
 
 
 def from_dict(cls: type[T], data: dict, where: str = "config", prefix: str = "") -> T:

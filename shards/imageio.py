@@ -12,6 +12,7 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -163,7 +164,36 @@ def decode(data: bytes, path: Path, cfg: ImageConfig) -> tuple[Image.Image, str,
             return array_img, "TIFF", notes
         reason = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
         raise SampleSkip(reason, f"{path}: cannot decode image ({exc})") from None
-    return pil_to_rgb(img, cfg, notes), fmt, notes
+    return upright(pil_to_rgb(img, cfg, notes), exif_orientation(img), cfg, notes), fmt, notes
+
+
+# EXIF Orientation -> the transpose that makes the stored pixels upright (what PIL.ImageOps.exif_transpose does)
+ORIENTATION_FIX = MappingProxyType({
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+})
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF Orientation tag (1 = upright, also when there is none or it cannot be read)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not cost the image
+        return 1
+    return value if isinstance(value, int) and value in ORIENTATION_FIX else 1
+
+
+def upright(rgb: Image.Image, orientation: int, cfg: ImageConfig, notes: list[str]) -> Image.Image:
+    """Apply (or, with ``image.exif_orientation: ignore``, deliberately not apply) an EXIF orientation, and say
+    which in the notes; a note also stops the original bytes (tag included) being copied into the shard."""
+    if orientation == 1:
+        return rgb
+    if cfg.exif_orientation == "ignore":
+        notes.append(f"EXIF orientation {orientation} ignored: stored pixels kept, tag not written")
+        return rgb
+    notes.append(f"EXIF orientation {orientation} applied: pixels turned upright before boxes were checked, tag not written")
+    return rgb.transpose(ORIENTATION_FIX[orientation])
 
 
 def fit_within(img: Image.Image, max_side: int) -> tuple[Image.Image, float]:

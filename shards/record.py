@@ -80,6 +80,24 @@ class Record:
         return f"{self.origin}:{self.origin_line}" if self.origin_line is not None else self.origin
 
 
+@dataclass
+class DatasetIssue:
+    """A problem that belongs to no image, e.g. a COCO annotation whose ``image_id`` matches no image.
+
+    Readers yield these between their records; the build counts ``objects`` dropped annotations under
+    ``reason`` in report.json's object counts and logs ``message`` in issues.jsonl. They are never images, so
+    the image counts (read = written + skipped + ...) do not change."""
+
+    source: str
+    reason: str
+    message: str
+    objects: int = 1
+
+
+class LayoutError(ValueError):
+    """A dataset folder that is not in the layout its format needs (checked before any work starts)."""
+
+
 class AnnotationError(ValueError):
     """A malformed annotation. The message always names the file and, when known, the line."""
 

@@ -125,15 +125,34 @@ def build_sample(index: int, record: Record, cfg: BuildConfig) -> Sample:
     """Turn one record into a Sample; never raises for a bad sample unless ``cfg.strict``."""
     key = make_key(record.source, record.rel_path)
     base = dict(index=index, key=key, source=record.source, path=str(record.image_path))
+    counts: Counter = Counter()
     try:
-        return _build(record, cfg, base)
+        return _build(record, cfg, base, counts)
     except SampleSkip as skip:
         if cfg.strict:
             raise
-        return Sample(status="skip", reason=skip.reason, message=str(skip), issues=list(record.issues), **base)
+        message = str(skip)
+        return Sample(status="skip", reason=skip.reason, message=message, object_counts=skipped_object_counts(record, counts),
+                      issues=[i for i in record.issues if i.message != message], **base)
 
 
-def _build(record: Record, cfg: BuildConfig, base: dict) -> Sample:
+def skipped_object_counts(record: Record, counts: Counter) -> dict:
+    """A skipped image's objects, all dropped: the ones its annotation already lost under their own reasons,
+    the rest as ``image_skipped`` (so report.json's object counts still balance: read = kept + dropped)."""
+    if counts.get("read"):  # skipped after the boxes were checked (e.g. no object left): nothing was kept after all
+        out = Counter({k: v for k, v in counts.items() if k.startswith("dropped:") or k == "read"})
+        out["dropped:image_skipped"] += counts.get("kept", 0)
+        return dict(out)
+    object_issues = [i for i in record.issues if i.level != "record"]
+    out = Counter({"read": len(record.objects) + len(object_issues)})
+    out.update(f"dropped:{i.reason}" for i in object_issues)
+    if record.objects:
+        out["dropped:image_skipped"] += len(record.objects)
+    return dict(out) if out["read"] else {}
+
+
+def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sample:
+    """The work of build_sample; ``counts`` (object counts) is filled in place so a skip can still report them."""
     blocking = [i for i in record.issues if i.level == "record"]
     if blocking:
         raise SampleSkip(blocking[0].reason, blocking[0].message)
@@ -143,7 +162,8 @@ def _build(record: Record, cfg: BuildConfig, base: dict) -> Sample:
     loaded = load_image(record.image_path, cfg.image)
     width, height = loaded.orig_size
     raw_objects = mask_objects(record, loaded, cfg) if record.mask_path is not None else record.objects
-    objects, counts, box_issues = clip_objects(raw_objects, width, height, cfg, record.where())
+    objects, clipped_counts, box_issues = clip_objects(raw_objects, width, height, cfg, record.where())
+    counts.update(clipped_counts)
     for issue in object_issues:
         counts[f"dropped:{issue.reason}"] += 1
     counts["read"] += len(object_issues)
@@ -157,8 +177,7 @@ def _build(record: Record, cfg: BuildConfig, base: dict) -> Sample:
         "key": base["key"],
         "captions": captions,
         "source": record.source,
-        "path": str(record.image_path),
-        "rel_path": record.rel_path,
+        "rel_path": record.rel_path,  # relative to the dataset root: shards never carry a machine's absolute paths
         "width": out_w,
         "height": out_h,
         "orig_width": width,

@@ -11,11 +11,36 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 SHARD_PATTERN = "shard-{:06d}.tar"
+SHARD_NAME = re.compile(r"^shard-\d{6}\.tar$")
+BUILD_MARKER = ".rs-shards-build.json"  # written first into every output folder a build creates: "a build owns this"
+MANIFEST = "manifest.json"  # written by the last pass: "the build finished"
+WORK = "_work"  # staged parts and pass markers of a build in progress
+
+
+def build_state(folder: str | Path) -> str:
+    """``"finished"`` (a build wrote its manifest), ``"unfinished"`` (a build started here and has not finished) or
+    ``"none"`` (no build of ours)."""
+    folder = Path(folder)
+    if is_build_manifest(folder / MANIFEST):
+        return "finished"
+    if (folder / BUILD_MARKER).is_file() or (folder / WORK / "settings.json").is_file():
+        return "unfinished"
+    return "none"
+
+
+def is_build_manifest(path: Path) -> bool:
+    """True for a manifest.json a build wrote (not any file of that name)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"shards", "num_samples", "inputs"} <= set(data)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -126,7 +151,12 @@ class StagedReader:
 
 
 def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> int:
-    """Write one webdataset shard atomically; returns its byte size."""
+    """Write one webdataset shard atomically; returns its byte size. Keys must be unique: a key twice is two
+    files of one name in a tar, which webdataset refuses and other readers silently merge."""
+    keys = [key for key, _ in samples]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"{path}: key(s) {twice[:3]} would appear twice in one shard; nothing was written")
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
         for key, members in samples:

@@ -18,7 +18,7 @@ from shards.readers._common import rotated_box_corners
 from shards.readers.classes import readable_class_name
 from shards.readers.eval_sets import iter_eval_images
 from shards.readers.masks import LOVEDA_CLASSES, load_mask, resolve_mask_classes
-from shards.record import AnnotationError, Record
+from shards.record import AnnotationError, LayoutError, Record
 
 
 def read(fmt: str, root: Path, cfg: BuildConfig | None = None, source: str = "src") -> list[Record]:
@@ -64,7 +64,7 @@ def test_formats_and_dispatch_errors(tmp_path):
     with pytest.raises(ValueError, match="coco, dota, voc, mask, captions, folders"):
         read_records("yolo", tmp_path, "s", BuildConfig())
     missing = tmp_path / "nowhere"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with pytest.raises(LayoutError, match=str(missing)):
         read_records("dota", missing, "s", BuildConfig())
 
 
@@ -173,16 +173,18 @@ def test_loveda_masks(shared_data):
 
 def test_eval_sets(shared_data, tmp_path):
     cfg = BuildConfig()
-    test_images = list(iter_eval_images(shared_data / "captions/dota_p1888/dataset.json", cfg))
+    pairs = list(iter_eval_images(shared_data / "captions/dota_p1888/dataset.json", cfg))
+    test_images = [p for p, _ in pairs]
+    assert {root for _, root in pairs} == {shared_data / "captions/dota_p1888"}
     entries = json.loads((shared_data / "captions/dota_p1888/dataset.json").read_text())["images"]
     assert [p.name for p in test_images] == sorted(e["filename"] for e in entries if e["split"] == "test")
     assert all(p.exists() for p in test_images)
     with pytest.warns(UserWarning, match="no image is in the splits"):
         ucm = list(iter_eval_images(shared_data / "captions/ucm", cfg))  # all train: falls back to all
     assert len(ucm) == 9
-    scenes = list(iter_eval_images(shared_data / "scenes/dota_p1888", cfg))
+    scenes = [p for p, _ in iter_eval_images(shared_data / "scenes/dota_p1888", cfg)]
     assert len(scenes) == 30 and scenes == sorted(scenes)
-    with pytest.raises(FileNotFoundError, match="absent"):
+    with pytest.raises(LayoutError, match="absent"):
         list(iter_eval_images(tmp_path / "absent", cfg))
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,21 @@ def absolute(path: Path) -> Path:
 
 
 def rel_posix(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` as a posix string; the absolute path when it is not under ``root``."""
-    rel = Path(os.path.relpath(absolute(path), absolute(root)))
-    return absolute(path).as_posix() if rel.parts[:1] == ("..",) else rel.as_posix()
+    """``path`` relative to ``root`` as a posix string (with ``..`` when it is not under ``root``; never absolute,
+    so keys and shard JSON never carry a machine's paths)."""
+    return Path(os.path.relpath(absolute(path), absolute(root))).as_posix()
+
+
+def is_under(path: Path, root: Path) -> bool:
+    """True when ``path`` lies in ``root`` after normalising ``..`` (symlinks are not resolved: a dataset whose
+    folders are links to elsewhere is still one dataset)."""
+    rel = os.path.relpath(absolute(path), absolute(root))
+    return rel != ".." and not rel.startswith("../") and not os.path.isabs(rel)
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """True when a component of ``path`` below ``root`` starts with a dot (``.ipynb_checkpoints/``, macOS ``._x.jpg``)."""
+    return any(part.startswith(".") and part not in (".", "..") for part in Path(rel_posix(path, root)).parts)
 
 
 def rel_stem(path: Path, root: Path) -> str:
@@ -45,25 +58,56 @@ def rel_stem(path: Path, root: Path) -> str:
     return f"{head}/{stem}" if head else stem
 
 
-def list_files(folder: Path, keep: Callable[[Path], bool] = lambda p: True) -> list[Path]:
-    """Every file under ``folder`` (recursive, following links, hidden entries skipped) that ``keep``
-    accepts, sorted by relative path so every reader's order is deterministic."""
-    found: list[Path] = []
+def walk(folder: Path, hidden: bool = True,
+         seen: set[tuple[int, int]] | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk(folder, followlinks=True)`` that enters every real folder once.
+
+    Links are followed (datasets are often assembled from links), but a folder reached a second time - a link
+    loop, or two links to one folder - is not entered again, so a loop can neither hang the listing nor list
+    one image many times. Pass one ``seen`` set to several walks to share that across them. ``hidden=False``
+    also skips entries whose name starts with a dot. Sub-folder names come sorted; prune ``dirnames`` in place
+    as with os.walk."""
+    seen = set() if seen is None else seen
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        base = Path(dirpath)
-        found.extend(base / name for name in filenames if not name.startswith(".") and keep(base / name))
+        try:
+            here = real_id(Path(dirpath))
+        except OSError:
+            dirnames[:] = []
+            continue
+        if here in seen:
+            dirnames[:] = []
+            continue
+        seen.add(here)
+        dirnames[:] = sorted(d for d in dirnames if hidden or not d.startswith("."))
+        yield Path(dirpath), dirnames, [f for f in filenames if hidden or not f.startswith(".")]
+
+
+def list_files(folder: Path, keep: Callable[[Path], bool] = lambda p: True, hidden: bool = False,
+               seen: set[tuple[int, int]] | None = None) -> list[Path]:
+    """Every file under ``folder`` (recursive, following links, each real folder once - see ``walk``) that
+    ``keep`` accepts, sorted by relative path so every reader's order is deterministic. Hidden entries (names
+    starting with a dot) are left out unless ``hidden``: the readers list them and the build counts them
+    (``hidden_file``)."""
+    found: list[Path] = []
+    for base, _, filenames in walk(folder, hidden, seen):
+        found.extend(base / name for name in filenames if keep(base / name))
     return sorted(found, key=lambda p: rel_posix(p, folder))
 
 
-def list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path, hidden: bool = False, seen: set[tuple[int, int]] | None = None) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted by relative path; [] when it does not exist."""
-    return list_files(folder, is_image_file) if folder.is_dir() else []
+    return list_files(folder, is_image_file, hidden, seen) if folder.is_dir() else []
 
 
-def list_with_suffix(folder: Path, suffix: str) -> list[Path]:
+def real_id(folder: Path) -> tuple[int, int]:
+    """(device, inode) of a folder: what ``walk``'s ``seen`` holds."""
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino
+
+
+def list_with_suffix(folder: Path, suffix: str, hidden: bool = False) -> list[Path]:
     """Files under ``folder`` (recursive) whose extension is ``suffix`` (any case); [] when it does not exist."""
-    return list_files(folder, lambda p: p.suffix.lower() == suffix) if folder.is_dir() else []
+    return list_files(folder, lambda p: p.suffix.lower() == suffix, hidden) if folder.is_dir() else []
 
 
 def index_by_rel_stem(files: Iterable[Path], root: Path) -> dict[str, Path]:
@@ -136,12 +180,39 @@ def load_json_file(path: Path) -> Any:
 # ---------------------------------------------------------------- numbers and boxes
 
 
-def parse_floats(values: Sequence[Any]) -> tuple[float, ...] | None:
-    """The values as floats, or None when one is not a number (NaN/inf pass; see ``all_finite``)."""
-    try:
-        return tuple(float(v) for v in values)
-    except (TypeError, ValueError):
+# A number as annotation files write it. Python's float() also takes "1_0" (= 10) and surrounding blanks; a
+# label line "1_0 5 ..." is a typo, not a ten. NaN/inf are let through here and reported by ``box_problem``.
+NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+INT_TEXT = re.compile(r"[+-]?\d+")
+
+
+def parse_number(value: Any) -> float | None:
+    """``value`` (a JSON number or a plain decimal string) as a float, or None."""
+    if isinstance(value, bool):
         return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and NUMBER_TEXT.fullmatch(value.strip()):
+        return float(value.strip())
+    return None
+
+
+def parse_int(text: Any) -> int | None:
+    """A plain decimal integer string (or int) as int, else None ("1_0" is not ten)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    if isinstance(text, str) and INT_TEXT.fullmatch(text.strip()):
+        return int(text.strip())
+    return None
+
+
+def parse_floats(values: Sequence[Any]) -> tuple[float, ...] | None:
+    """The values as floats, or None when one is not a plain number (NaN/inf pass; see ``all_finite``)."""
+    try:
+        parsed = tuple(parse_number(v) for v in values)
+    except TypeError:
+        return None
+    return None if any(v is None for v in parsed) else parsed
 
 
 def all_finite(values: Iterable[float]) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from shards.build_config import BuildConfig
 from shards.readers._common import absolute, first_existing_dir, load_json_file, record_issue, rel_posix, sort_records
-from shards.record import AnnotationError, Record
+from shards.record import AnnotationError, LayoutError, Record
 
 IMAGE_DIRS = ("images", "imgs", "RSICD_images")
 
@@ -41,11 +41,17 @@ class CaptionEntry:
 
 def caption_json_files(root: Path) -> list[Path]:
     if root.is_file():
+        if root.suffix.lower() != ".json":
+            raise LayoutError(f"{root}: a caption set is a Karpathy .json file or a folder holding dataset*.json")
         return [root]
     files = sorted(root.glob("dataset*.json")) or sorted(root.glob("*.json"))
     if len(files) == 1 or (files and files[0].name.startswith("dataset")):
         return files
-    raise FileNotFoundError(f"{root}: no caption json (expected dataset*.json or a single *.json)")
+    raise LayoutError(f"{root}: no caption json (expected dataset*.json or a single *.json)")
+
+
+def check_layout(root: Path) -> None:
+    caption_json_files(absolute(root))
 
 
 def is_caption_set(path: Path) -> bool:

@@ -1,7 +1,7 @@
 """The images of evaluation sets given to ``--dedup-against``, for the contamination check.
 
 A caption json (or a folder with ``dataset*.json``) gives the images of its ``captions.eval_splits``;
-any other folder gives every image under it.
+any other folder gives every image under it, hidden files included (guarding more is the safe side).
 """
 
 from __future__ import annotations
@@ -13,19 +13,28 @@ from pathlib import Path
 from shards.build_config import BuildConfig
 from shards.readers._common import absolute, list_images
 from shards.readers.captions import caption_json_files, is_caption_set, iter_entries
+from shards.record import LayoutError
 
 
-def iter_eval_images(path: Path, cfg: BuildConfig) -> Iterator[Path]:
+def iter_eval_images(path: Path, cfg: BuildConfig) -> Iterator[tuple[Path, Path]]:
+    """``(image, the set's root)`` for every image of the set; the caller checks that the image lies in the root."""
     path = absolute(Path(path))
-    if not path.exists():
-        raise FileNotFoundError(f"evaluation set not found: {path}")
+    check_eval_set(path)
     if is_caption_set(path):
         for json_path in caption_json_files(path):
-            yield from eval_split_images(json_path, path if path.is_dir() else json_path.parent, cfg.captions.eval_splits)
-    elif path.is_dir():
-        yield from list_images(path)
+            root = path if path.is_dir() else json_path.parent
+            yield from ((image, root) for image in eval_split_images(json_path, root, cfg.captions.eval_splits))
     else:
-        raise ValueError(f"{path}: an evaluation set must be a caption json or a folder of images")
+        yield from ((image, path) for image in list_images(path, hidden=True))
+
+
+def check_eval_set(path: Path) -> None:
+    """A ``--dedup-against`` path must be a caption json or a folder (of images, or holding dataset*.json)."""
+    path = absolute(Path(path))
+    if not path.exists():
+        raise LayoutError(f"--dedup-against {path}: not found")
+    if not is_caption_set(path) and not path.is_dir():
+        raise LayoutError(f"--dedup-against {path}: an evaluation set must be a caption .json or a folder of images")
 
 
 def eval_split_images(json_path: Path, data_root: Path, eval_splits: list[str]) -> list[Path]:

@@ -9,7 +9,6 @@ reader only pairs files and resolves ``masks.classes`` once.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -20,8 +19,8 @@ from PIL import Image
 from shards.build_config import BuildConfig
 from shards.config import ConfigError
 from shards.m2b import MaskKey
-from shards.readers._common import absolute, index_by_rel_stem, list_images, record_issue, rel_posix, sort_records
-from shards.record import Record
+from shards.readers._common import absolute, index_by_rel_stem, list_images, record_issue, rel_posix, sort_records, walk
+from shards.record import LayoutError, Record
 
 DIR_PAIRS = (("img_dir", "ann_dir"), ("images", "masks"), ("images_png", "masks_png"))
 
@@ -75,16 +74,22 @@ def load_mask(path: Path) -> np.ndarray:
 
 def find_pairs(root: Path) -> list[tuple[Path, Path]]:
     """Every (image folder, mask folder) pair at or under ``root``, sorted; a found pair is not searched."""
+    if not root.is_dir():
+        raise LayoutError(f"{root}: a mask dataset is a folder (img_dir/ + ann_dir/, ...), not a file")
     pairs: list[tuple[Path, Path]] = []
-    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
-        here = Path(dirpath)
+    for here, dirnames, _ in walk(root, hidden=False):
         found = [(here / img, here / ann) for img, ann in DIR_PAIRS if (here / img).is_dir() and (here / ann).is_dir()]
         pairs.extend(found[:1])
-        dirnames[:] = [] if found else sorted(d for d in dirnames if not d.startswith("."))
+        if found:
+            dirnames[:] = []
     if not pairs:
         layouts = ", ".join(f"{img}/ + {ann}/" for img, ann in DIR_PAIRS)
-        raise FileNotFoundError(f"{root}: no mask dataset found (expected {layouts})")
+        raise LayoutError(f"{root}: no mask dataset found (expected {layouts})")
     return sorted(pairs)
+
+
+def check_layout(root: Path) -> None:
+    find_pairs(absolute(root))
 
 
 def read(root: Path, source: str, cfg: BuildConfig) -> Iterator[Record]:
@@ -98,8 +103,8 @@ def read(root: Path, source: str, cfg: BuildConfig) -> Iterator[Record]:
 
 def pair_records(image_dir: Path, mask_dir: Path, root: Path, source: str, mask_classes: dict) -> list[Record]:
     """One record per image of the pair; a mask without its image still yields one (missing_image)."""
-    images = index_by_rel_stem(list_images(image_dir), image_dir)
-    masks = index_by_rel_stem(list_images(mask_dir), mask_dir)
+    images = index_by_rel_stem(list_images(image_dir, hidden=True), image_dir)
+    masks = index_by_rel_stem(list_images(mask_dir, hidden=True), mask_dir)
     records = []
     for stem in sorted(images.keys() | masks.keys()):
         mask_path = masks.get(stem)

@@ -14,6 +14,7 @@ object inside a comment) it is None and messages name the object by its 1-based 
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ from shards.readers._common import (
     list_with_suffix,
     object_issue,
     parse_floats,
+    parse_number,
     record_issue,
     rel_posix,
     rel_stem,
@@ -36,7 +38,7 @@ from shards.readers._common import (
     sort_records,
 )
 from shards.readers.classes import DIOR_CLASSES, HRSC_CLASSES, VOC_CLASSES, ClassPolicy, class_policy, unknown_class_message
-from shards.record import Issue, ObjectAnn, Record
+from shards.record import Issue, LayoutError, ObjectAnn, Record
 
 IMAGE_DIRS = ("JPEGImages", "JPEGImages-trainval", "JPEGImages-test", "images", "AllImages")
 DIOR_BOX_FOLDER = re.compile(r"bounding boxes", re.IGNORECASE)
@@ -72,20 +74,27 @@ def image_lookup(root: Path) -> ImageLookup:
     by_name: dict[str, Path] = {}
     by_stem: dict[str, Path] = {}
     for folder in dirs:
-        for path in list_images(folder):
+        for path in list_images(folder, hidden=True):
             by_name.setdefault(path.name, path)
             by_stem.setdefault(path.stem, path)
     return ImageLookup(by_name, by_stem, root, dirs[0] if dirs else None)
 
 
+def check_layout(root: Path) -> None:
+    root = absolute(root)
+    if not root.is_dir():
+        raise LayoutError(f"{root}: a VOC/DIOR/HRSC dataset is a folder with Annotations/, not a file")
+    if not (root / "Annotations").is_dir():
+        raise LayoutError(f"{root}: a VOC/DIOR/HRSC folder needs Annotations/ (not found)")
+
+
 def read(root: Path, source: str, cfg: BuildConfig) -> Iterator[Record]:
     root = absolute(root)
+    check_layout(root)
     annotations = root / "Annotations"
-    if not annotations.is_dir():
-        raise FileNotFoundError(f"{root}: a VOC/DIOR/HRSC folder needs Annotations/ (not found)")
     policy = class_policy(cfg, DIOR_CLASSES | VOC_CLASSES | HRSC_CLASSES)
     images = image_lookup(root)
-    xml_files = one_file_per_image(list_with_suffix(annotations, ".xml"), annotations)
+    xml_files = one_file_per_image(list_with_suffix(annotations, ".xml", hidden=True), annotations)
     yield from sort_records([read_xml(path, root, images, source, policy) for path in xml_files])
 
 
@@ -143,11 +152,8 @@ def hrsc_file_name(tree: ET.Element, xml_path: Path) -> str:
 
 
 def positive_int(text: str | None) -> int | None:
-    try:
-        value = int(float((text or "").strip()))
-    except ValueError:
-        return None
-    return value if value > 0 else None
+    value = parse_number(text or "")
+    return int(value) if value is not None and math.isfinite(value) and value >= 1 else None
 
 
 def opening_tag_lines(raw: bytes, tag: str, expected: int) -> list[int | None]:
