@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.cli import main as build_shards  # noqa: E402
+from shards.config import plain_int  # noqa: E402
 from shards.synthetic import generate_demo  # noqa: E402
 
 
@@ -158,9 +159,9 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="where demo data and outputs go")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (shard build and data loader)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic scenes and of training")
-    parser.add_argument("--steps", type=int, default=300, help="training steps of the tiny model")
+    parser.add_argument("--workers", type=plain_int, default=2, help="worker processes (shard build and data loader)")
+    parser.add_argument("--seed", type=plain_int, default=0, help="seed of the synthetic scenes and of training")
+    parser.add_argument("--steps", type=plain_int, default=300, help="training steps of the tiny model")
     parser.add_argument("--stage", choices=("all", "shards", "train", "geochat"), default="all",
                         help="shards: stage 0 only; train: stage 1 on existing demo shards; geochat: stage 2 on the trained demo model")
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shards.build import STAGES, BuildPlan, InputSpec, run_build
 from shards.build_config import BuildConfig
-from shards.config import ConfigError, add_config_args, load_config, overrides_from_args
+from shards.config import ConfigError, add_config_args, load_config, overrides_from_args, plain_int
 from shards.readers import FORMATS
 
 EXAMPLES = """examples:
@@ -75,10 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dedup-against", action="append", type=Path, default=[], metavar="PATH",
                         help="evaluation caption json (its test split) or image folder (recursive): near-duplicates are removed from training")
     parser.add_argument("--config", type=Path, help="YAML config; any key is also a flag below")
-    parser.add_argument("--workers", type=int, help="worker processes (0 = none); same as --workers in the config")
-    parser.add_argument("--shard-size", type=int, help="samples per shard (writer.shard_size)")
-    parser.add_argument("--num-nodes", type=int, default=1, help="machines sharing the build (cluster mode)")
-    parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank in 0..num-nodes-1")
+    parser.add_argument("--workers", help="worker processes (0 = none); same as --workers in the config")
+    parser.add_argument("--shard-size", help="samples per shard (writer.shard_size)")
+    parser.add_argument("--num-nodes", type=plain_int, default=1, help="machines sharing the build (cluster mode)")
+    parser.add_argument("--node-rank", type=plain_int, default=0, help="this machine's rank in 0..num-nodes-1")
     parser.add_argument("--stage", choices=STAGES + ("all",), default="all", help="which pass to run (default: all four)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous build in --output: removes only the files a build wrote there (a folder "
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(BuildConfig, args.config, overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    if not 0 <= args.node_rank < args.num_nodes:
+    if args.num_nodes < 1 or not 0 <= args.node_rank < args.num_nodes:
         parser.error(f"--node-rank must be in 0..{args.num_nodes - 1}, got {args.node_rank}")
     if args.overwrite and args.num_nodes > 1:
         parser.error("--overwrite is for single-machine builds; clear the output dir yourself before a multi-node build")

@@ -126,6 +126,15 @@ def _number(value: Any, tp: type, key: str, where: str) -> int | float:
     return float(value)
 
 
+def plain_int(text: str) -> int:
+    """An argparse ``type`` for integer flags outside the config dataclasses: plain decimal only (``int()`` takes
+    ``1_0`` as ten)."""
+    try:
+        return _number(text, int, "value", "command line")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain integer") from exc
+
+
 def from_dict(cls: type[T], data: dict, where: str = "config", prefix: str = "") -> T:
     """Build dataclass ``cls`` from a nested dict; unknown keys are errors."""
     hints = _field_types(cls)

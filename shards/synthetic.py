@@ -35,6 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from shards.config import plain_int
+
 GSD = 0.5  # metres per pixel written into the DOTA headers
 JPEG_QUALITY = 95
 SOURCES = ("dota", "coco", "masks", "captions", "scenes")
@@ -1283,18 +1285,28 @@ def plant_within_source(out: Path, scenes: list[Written], n_per_class: int) -> d
 # ---------------------------------------------------------------- entry points
 
 
+DEMO_MARKER = ".rs-demo-data"  # written first into a folder of generated demo data: "the generator owns this"
+
+
 def prepare_out(out: Path) -> Path:
-    """Create ``out``; an earlier demo there (only our own folders) is replaced, anything else refused."""
+    """Create ``out``; an earlier demo there (marked, and holding only our own folders) is replaced, anything else
+    refused - a folder that merely holds a ``dota/`` or ``coco/`` may be someone's real dataset."""
     out = Path(out)
-    if out.exists():
-        ours = set(SOURCES) | {"planted.json"}
+    if out.exists() and any(out.iterdir()):
+        ours = set(SOURCES) | {"planted.json", DEMO_MARKER}
         foreign = [p.name for p in out.iterdir() if p.name not in ours]
-        if foreign:
-            raise FileExistsError(f"{out} holds files that are not demo data ({', '.join(sorted(foreign)[:5])}); use an empty folder")
+        if foreign or not (out / DEMO_MARKER).is_file():
+            what = f"files that are not demo data ({', '.join(sorted(foreign)[:5])})" if foreign else f"no {DEMO_MARKER} marker"
+            raise FileExistsError(f"{out} is not empty and holds {what}; use an empty or new folder - nothing was changed")
         for name in SOURCES:
-            shutil.rmtree(out / name, ignore_errors=True)
+            path = out / name
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
         (out / "planted.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("demo data written by shards.synthetic; safe to delete\n")
     return out
 
 
@@ -1372,13 +1384,13 @@ def main(argv: list[str] | None = None) -> int:
                     "captions, scene folders) with planted duplicates and contamination listed in planted.json.",
     )
     parser.add_argument("out", type=Path, help="folder to write (created; an earlier demo there is replaced)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives byte-identical files")
-    parser.add_argument("--size", type=int, default=384, help="side of every image in pixels")
-    parser.add_argument("--n-dota", type=int, default=40, help="DOTA images")
-    parser.add_argument("--n-coco", type=int, default=40, help="COCO images (plus 3 planted copies)")
-    parser.add_argument("--n-masks", type=int, default=12, help="LoveDA-style image/mask pairs")
-    parser.add_argument("--n-captions", type=int, default=120, help="captioned images (Karpathy json)")
-    parser.add_argument("--n-scenes-per-class", type=int, default=8, help=f"images per scene class ({', '.join(SCENE_CLASSES)})")
+    parser.add_argument("--seed", type=plain_int, default=0, help="random seed; the same seed gives byte-identical files")
+    parser.add_argument("--size", type=plain_int, default=384, help="side of every image in pixels")
+    parser.add_argument("--n-dota", type=plain_int, default=40, help="DOTA images")
+    parser.add_argument("--n-coco", type=plain_int, default=40, help="COCO images (plus 3 planted copies)")
+    parser.add_argument("--n-masks", type=plain_int, default=12, help="LoveDA-style image/mask pairs")
+    parser.add_argument("--n-captions", type=plain_int, default=120, help="captioned images (Karpathy json)")
+    parser.add_argument("--n-scenes-per-class", type=plain_int, default=8, help=f"images per scene class ({', '.join(SCENE_CLASSES)})")
     args = parser.parse_args(argv)
     try:
         summary = generate_demo(args.out, seed=args.seed, n_dota=args.n_dota, n_coco=args.n_coco, n_masks=args.n_masks,

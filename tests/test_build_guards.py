@@ -367,3 +367,19 @@ def test_reader_layout_errors_are_one_line_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and needle in err and spec.split(":", 1)[1] in err, err
         assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_demo_generator_never_replaces_a_real_dataset(tmp_path):
+    """A folder that merely holds a dota/ may be someone's real DOTA: only a marked demo folder is replaced."""
+    from shards.synthetic import prepare_out
+
+    data = tmp_path / "data"
+    png(data / "dota" / "images" / "P0001.png")
+    before = tree_digest(data)
+    with pytest.raises(FileExistsError, match="nothing was changed"):
+        prepare_out(data)
+    assert tree_digest(data) == before
+    demo = prepare_out(tmp_path / "demo")
+    png(demo / "dota" / "images" / "x.png")
+    prepare_out(demo)  # an earlier demo: replaced
+    assert not (demo / "dota").exists()
