@@ -17,7 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clip_pretrain.models import CheckpointError
+
 STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+# Settings that decide how a run continues (the schedule, the data order, what a step means). A resume with any
+# of them changed is refused unless --resume-force; workers, output, intervals, device, reporting do not count.
+RESUME_SETTINGS = ("batch_size", "lr", "seed", "train_num_samples", "model", "wd", "warmup", "epochs", "max_steps")
+# Of those, the ones after whose change the saved data position means nothing (the next epoch starts afresh).
+DATA_SETTINGS = ("batch_size", "seed", "train_num_samples", "train_shards")
+
+
+class ResumeError(ValueError):
+    """A --resume checkpoint that does not fit this run (other settings); the message names each difference."""
 
 
 def checkpoint_dir(output: str | Path) -> Path:
@@ -47,13 +58,21 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 def save_checkpoint(output: str | Path, step: int, state: dict, keep: int = 0) -> Path:
-    """Save ``state`` as ``step_<N>.pt``, point ``latest`` at it, and keep only the newest ``keep`` (0 = all)."""
+    """Save ``state`` as ``step_<N>.pt``, point ``latest`` at it, and keep only the newest ``keep`` (0 = all).
+
+    Pruning deletes only ``step_<N>.pt`` files (this tool wrote those) and never the one ``latest`` points to,
+    even when older-numbered than files left from a longer run that this one resumed from the middle of."""
+    if keep < 0:
+        raise ValueError(f"keep_checkpoints must be >= 0, got {keep}")
     path = step_path(output, step)
     atomic_torch_save(state, path)
-    _replace_symlink(checkpoint_dir(output) / "latest", path.name)
+    latest = checkpoint_dir(output) / "latest"
+    _replace_symlink(latest, path.name)
     if keep:
+        current = latest.resolve()
         for old in list_checkpoints(output)[:-keep]:
-            old.unlink(missing_ok=True)
+            if old.resolve() != current:
+                old.unlink(missing_ok=True)
     return path
 
 
@@ -69,7 +88,10 @@ def resolve_resume(resume: str, output: str | Path) -> Path | None:
     """``latest`` -> this run's newest checkpoint (None when there is none yet: a fresh start); else a path."""
     if not resume:
         return None
-    if resume == "latest":
+    if resume == "latest":  # the ``latest`` link (the last save), not the highest number: a run resumed from an
+        link = checkpoint_dir(output) / "latest"  # older step may leave higher-numbered files of the old timeline
+        if link.is_file():
+            return link.resolve()
         found = list_checkpoints(output)
         return found[-1] if found else None
     path = Path(resume)
@@ -81,7 +103,52 @@ def resolve_resume(resume: str, output: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """A training checkpoint (tensors and plain values only: ``weights_only=True``); an unreadable file (zero bytes,
+    truncated copy, not a checkpoint) is a CheckpointError naming it, never a bare torch/zip traceback."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises EOFError, RuntimeError, UnpicklingError... for bad bytes
+        size = path.stat().st_size if path.exists() else 0
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({size} bytes; truncated or corrupt? {detail[:200]})") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint of this tool (no 'state_dict' entry)")
+    return state
+
+
+def resume_settings(config: dict, shards: list[list] | None) -> dict:
+    """The settings of a run that its continuation depends on (see RESUME_SETTINGS), plus the expanded shard list
+    with per-shard sample counts when known (``[[path, samples], ...]``)."""
+    out = {k: config[k] for k in RESUME_SETTINGS if k in config}
+    if shards is not None:
+        out["train_shards"] = [[str(u), int(n)] for u, n in shards]
+    return out
+
+
+def changed_settings(old: dict, new: dict) -> list[str]:
+    """``"name old -> new"`` for each setting both sides know and that differs (an older checkpoint lacking one is
+    not a difference)."""
+    changes = []
+    for key in (*RESUME_SETTINGS, "train_shards"):
+        if key not in old or key not in new or old[key] == new[key]:
+            continue
+        if key == "train_shards":
+            changes.append(f"train_shards {describe_shard_change(old[key], new[key])}")
+        else:
+            changes.append(f"{key} {old[key]!r} -> {new[key]!r}")
+    return changes
+
+
+def describe_shard_change(old: list[list], new: list[list]) -> str:
+    """A short account of how two ``[[path, samples], ...]`` lists differ: counts, then the first difference."""
+    head = f"{len(old)} shard(s)/{sum(n for _, n in old)} samples -> {len(new)} shard(s)/{sum(n for _, n in new)} samples"
+    for a, b in zip(old, new):
+        if list(a) != list(b):
+            return f"{head}, first difference {a[0]} ({a[1]}) -> {b[0]} ({b[1]})"
+    return head
 
 
 def rng_state() -> dict:

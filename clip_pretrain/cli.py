@@ -32,6 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """What bad input or a stopped run raises: each becomes one ``error:`` line and exit status 2, no traceback."""
+    from clip_pretrain.checkpoint import ResumeError
+    from clip_pretrain.data import DataError
+    from clip_pretrain.models import CheckpointError
+    from clip_pretrain.train import TrainingDiverged
+    from shards.guards import OutputBusyError
+
+    return (ConfigError, DataError, TrainingDiverged, CheckpointError, ResumeError, OutputBusyError, FileNotFoundError,
+            ValueError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The error's message on one line (some messages carry newlines; some exceptions have none at all)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,14 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(TrainConfig, args.config, overrides_from_args(args))
     except ConfigError as exc:
         parser.error(str(exc))
+    if args.run_steps < 0:
+        parser.error(f"--run-steps must be >= 0, got {args.run_steps}")
     if not cfg.train_data:
         parser.error("--train-data is required (stage-0 shards: a folder, a brace pattern or a '::' list)")
     from clip_pretrain.train import train  # heavy imports after argument checks
 
     try:
         summary = train(cfg, run_steps=args.run_steps)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except expected_errors() as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clip_pretrain.models import TORCHSCRIPT_HELP
 from shards.config import ConfigError
 
 PRECISIONS = ("amp", "amp_bf16", "fp32", "bf16", "pure_bf16")
@@ -40,6 +41,7 @@ class TrainConfig:
     train_num_samples: int = field(default=0, metadata={"help": "samples per epoch (0 = all, counted from sizes.json)"})
     model: str = field(default="rs-tiny", metadata={"help": "open_clip model name (ViT-B-32, ViT-L-14, RN50, rs-tiny...)"})
     pretrained: str = field(default="", metadata={"help": "local checkpoint file to start from (open_clip .pt/.bin, OpenAI .pt, safetensors)"})
+    allow_torchscript: bool = field(default=False, metadata={"help": TORCHSCRIPT_HELP})
     force_quick_gelu: bool = field(default=False, metadata={"help": "QuickGELU activations (OpenAI-trained weights; set automatically for OpenAI .pt)"})
     batch_size: int = field(default=64, metadata={"help": "batch size per GPU/process"})
     lr: float = field(default=5e-4, metadata={"help": "peak learning rate (RemoteCLIP: ViT-B-32 4e-5, ViT-L-14 1e-4, RN50 7e-5)"})
@@ -59,7 +61,14 @@ class TrainConfig:
     seed: int = 0
     workers: int = field(default=2, metadata={"help": "data loader worker processes per process"})
     shuffle_buffer: int = field(default=2000, metadata={"help": "sample shuffle buffer per worker"})
+    max_consecutive_bad_samples: int = field(default=0, metadata={
+        "help": "stop with an error after this many undecodable samples in a row in one loader slot "
+                "(0 = max(1000, 10 x batch size)); a run of bad samples that long means broken shards, not a few bad files"})
+    allow_unfinished_build: bool = field(default=False, metadata={
+        "help": "train on shards whose build has not finished (no manifest.json beside them)"})
     resume: str = field(default="", metadata={"help": "'latest' (this --output's last checkpoint) or a checkpoint path"})
+    resume_force: bool = field(default=False, metadata={
+        "help": "resume even when the checkpoint was written with other data/batch/lr/schedule settings (warns and names them)"})
     output: str = field(default="runs/clip", metadata={"help": "run directory: checkpoints/, final.safetensors, log.jsonl, report"})
     save_every_steps: int = field(default=500, metadata={"help": "checkpoint every N steps (and always at the end / on SIGTERM)"})
     keep_checkpoints: int = field(default=3, metadata={"help": "step checkpoints kept (oldest deleted; 0 = keep all)"})
@@ -71,14 +80,23 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
+        """Every numeric setting in its meaningful range, so a bad value fails here and not as a ZeroDivisionError,
+        a silent no-op or a deleted checkpoint later."""
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("batch_size", "epochs"):
+        for name in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "wd", "warmup", "max_steps", "train_num_samples", "workers", "save_every_steps", "grad_clip_norm"):
+        for name in ("wd", "warmup", "max_steps", "train_num_samples", "workers", "keep_checkpoints", "grad_clip_norm",
+                     "max_consecutive_bad_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "eps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.local_loss != self.gather_with_grad:
             raise ConfigError(
                 "local_loss and gather_with_grad must be set together: each alone gives wrong gradients across processes"

@@ -16,8 +16,11 @@ worker has consumed; the checkpoint keeps that per worker, and a resumed worker 
 (tar reading only, no decoding) and continues where it stopped: mid-epoch resume is exact.
 
 Bad samples (undecodable image, no caption) are skipped and counted by reason; the batch is filled from
-the following samples, and if a slot runs dry its first samples are reused (logged in the counts), so the
-step count stays equal on all ranks.
+the following samples, and if a slot runs dry its first *decoded* samples are reused (logged in the counts), so
+the step count stays equal on all ranks. Data that cannot train at all is a :class:`DataError` naming the file,
+never a hang: a slot that meets a long run of undecodable samples stops, a shard that ends before the count
+``sizes.json`` promised stops, and before any model is built :func:`check_training_data` looks at the tars
+(complete? counts current?), the build that wrote them (finished?) and the first samples (does one decode?).
 """
 
 from __future__ import annotations
@@ -41,12 +44,38 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from clip_pretrain.config import AugConfig
+from shards.writer import MANIFEST, build_state
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+SKIP_REASONS = ("no_caption", "corrupt_image", "no_image")  # decode_sample's reasons, always shown in errors
+TAR_BLOCK = 512
+PROBE_SAMPLES = 64  # raw samples the start-up probe reads at most: enough to tell "all broken" from "a few bad"
 
 
 class DataError(ValueError):
     """Training data that cannot be used at all (no shards, empty shards); names the path."""
+
+
+def worker_error(exc: DataError) -> DataError:
+    """A DataError as its one-line message: the DataLoader re-raises a worker's exception with the worker's whole
+    traceback as the message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."), whose
+    last line holds the message the worker raised."""
+    text = str(exc).strip()
+    if not text.startswith("Caught "):
+        return exc
+    last = text.splitlines()[-1]
+    return DataError(last.partition("DataError: ")[2] or last)
+
+
+def reasons_text(skipped: Counter) -> str:
+    """``"no_caption: 96, corrupt_image: 0, no_image: 0"`` (the usual reasons always, others when they occurred)."""
+    keys = [*SKIP_REASONS, *(k for k in skipped if k not in SKIP_REASONS and k != "reused_to_fill_batch")]
+    return ", ".join(f"{k}: {skipped.get(k, 0)}" for k in keys)
+
+
+def short_list(urls: list[str], n: int = 3) -> str:
+    """At most ``n`` shard paths, comma-joined, with a count of the rest."""
+    return ", ".join(urls[:n]) + (f" (+{len(urls) - n} more)" if len(urls) > n else "")
 
 
 # ---------------------------------------------------------------- shards and their sizes
@@ -85,13 +114,136 @@ def count_samples(url: str) -> int:
 
 
 def shard_sizes(urls: list[str]) -> list[int]:
-    """Sample count per shard: from ``sizes.json`` beside the shards (stage 0 writes it), else counted."""
+    """Sample count per shard: from ``sizes.json`` beside the shards (stage 0 writes it), else counted. A shard
+    modified after its sizes.json was written is recounted, and a count that disagrees is a DataError (the plan
+    would otherwise ask the shard for samples it does not hold)."""
     sizes: dict[str, int] = {}
+    written: dict[str, float] = {}
     for folder in {str(Path(u).parent) for u in urls}:
         sizes_json = Path(folder) / "sizes.json"
         if sizes_json.is_file():
-            sizes.update({str(Path(folder) / k): int(v) for k, v in json.loads(sizes_json.read_text()).items()})
-    return [sizes[u] if u in sizes else count_samples(u) for u in urls]
+            try:
+                listed = {str(Path(folder) / k): int(v) for k, v in json.loads(sizes_json.read_text()).items()}
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise DataError(f"{sizes_json}: not a JSON mapping of shard name to sample count ({exc})") from None
+            sizes.update(listed)
+            written.update(dict.fromkeys(listed, sizes_json.stat().st_mtime))
+    out = []
+    for u in urls:
+        if u not in sizes:
+            out.append(count_samples(u))
+            continue
+        if "://" not in u and Path(u).stat().st_mtime > written[u]:
+            real = count_samples(u)
+            if real != sizes[u]:
+                raise DataError(f"{u}: sizes.json says {sizes[u]} samples but the shard (changed after sizes.json was "
+                                f"written) holds {real}: rebuild the shards, or fix sizes.json")
+        out.append(sizes[u])
+    return out
+
+
+# ---------------------------------------------------------------- start-up checks (cheap, before the model is built)
+
+
+def tar_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete tar, or None. A complete tar is a whole number of 512-byte blocks ending in
+    two zero blocks (read: 1 KiB, whatever the shard's size); without that end marker (some writers omit it) the
+    headers are walked and every member must lie wholly inside the file."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    if size % TAR_BLOCK == 0 and size >= 2 * TAR_BLOCK:
+        with open(path, "rb") as fh:
+            fh.seek(-2 * TAR_BLOCK, 2)
+            if fh.read(2 * TAR_BLOCK) == bytes(2 * TAR_BLOCK):
+                return None
+    return walk_tar(path, size)
+
+
+def walk_tar(path: Path, size: int) -> str | None:
+    """The header walk of :func:`tar_problem`: None when every member is whole and nothing but zeros follows."""
+    with open(path, "rb") as fh:
+        compressed = fh.read(6)[:3] in (b"\x1f\x8b\x08", b"BZh", b"\xfd7z")
+    end = 0
+    try:
+        with tarfile.open(path, "r:*" if compressed else "r:") as tar:
+            for member in tar:
+                if compressed:
+                    continue  # a compressed stream is checked by reading it through (tarfile raises at a cut)
+                stop = member.offset_data + member.size
+                if stop > size:
+                    return f"member {member.name} needs bytes up to {stop}, the file has {size}"
+                end = max(end, member.offset_data + -(-member.size // TAR_BLOCK) * TAR_BLOCK)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        return f"not a readable tar ({str(exc) or type(exc).__name__})"
+    if not compressed and end < size:
+        with open(path, "rb") as fh:
+            fh.seek(end)
+            if fh.read().strip(b"\0"):
+                return f"bytes {end}..{size} after the last whole member are not a tar header (cut inside a header?)"
+    return None
+
+
+def check_tars(urls: list[str]) -> None:
+    """Every local shard is a complete tar (a zero-byte or cut-off copy is named here, not met mid-run)."""
+    for url in urls:
+        if "://" in url:
+            continue
+        problem = tar_problem(Path(url))
+        if problem:
+            raise DataError(f"{url}: truncated or not a tar shard: {problem}; rebuild it or leave it out of --train-data")
+
+
+def check_builds(urls: list[str], allow_unfinished: bool) -> None:
+    """Refuse shards in a folder whose stage-0 build started and has not finished (shards there may be missing or
+    about to be replaced); folders no build of ours wrote (plain webdataset tars) are fine."""
+    if allow_unfinished:
+        return
+    for folder in sorted({Path(u).parent for u in urls if "://" not in u}):
+        if build_state(folder) == "unfinished":
+            raise DataError(f"{folder}: the shard build there has not finished (no {MANIFEST}): finish the build (rerun "
+                            "it) or pass --allow-unfinished-build to train on the shards as they are")
+
+
+def probe_decoding(urls: list[str], limit: int = PROBE_SAMPLES) -> None:
+    """Decode the first samples of the first shard(s) until one works; none of ``limit`` working is a DataError
+    naming the shards and the reasons (all images corrupt, captions under an extension this loader does not read),
+    found in well under a second instead of after the model is built or never."""
+    skipped: Counter = Counter()
+    looked: list[str] = []
+    seen = 0
+
+    def handler(exc: Exception) -> bool:
+        skipped["unreadable_tar_member"] += 1
+        return True
+
+    for url in urls:
+        looked.append(url)
+        for sample in wds.tariterators.tarfile_samples([{"url": url}], handler=handler):
+            seen += 1
+            try:
+                decode_sample(sample)
+                return
+            except ValueError as exc:
+                skipped[str(exc).split(":", 1)[0]] += 1
+            if seen >= limit:
+                break
+        if seen >= limit:
+            break
+    if seen:
+        raise DataError(f"{short_list(looked)}: none of the first {seen} samples could be used ({reasons_text(skipped)}): "
+                        "images must decode and captions must be in .txt or .json members")
+
+
+def check_training_data(spec: str, allow_unfinished_build: bool = False) -> tuple[list[str], list[int]]:
+    """The shards of ``--train-data`` and their sample counts, after every check that needs no model: the shards
+    exist, their build finished, each tar is whole, the counts are current, and the first samples decode."""
+    urls = expand_urls(spec)
+    check_builds(urls, allow_unfinished_build)
+    check_tars(urls)
+    sizes = shard_sizes(urls)
+    probe_decoding(urls)
+    return urls, sizes
 
 
 # ---------------------------------------------------------------- the epoch plan
@@ -193,8 +345,11 @@ class ShardStream(IterableDataset):
     """
 
     def __init__(self, urls: list[str], sizes: list[int], *, rank: int, world: int, batch_size: int, seed: int,
-                 transform: Callable, tokenizer: Callable, shuffle_buffer: int, num_samples: int = 0):
+                 transform: Callable, tokenizer: Callable, shuffle_buffer: int, num_samples: int = 0,
+                 max_bad_in_a_row: int = 0):
         self.urls, self.sizes = urls, sizes
+        # a run of undecodable samples this long is broken data, not a few bad files: stop instead of reading on
+        self.max_bad_in_a_row = max_bad_in_a_row or max(1000, 10 * batch_size)
         self.rank, self.world, self.batch_size, self.seed = rank, world, batch_size, seed
         self.transform, self.tokenizer = transform, tokenizer
         self.shuffle_buffer, self.num_samples = shuffle_buffer, num_samples
@@ -203,17 +358,25 @@ class ShardStream(IterableDataset):
         self.resume_raw: dict[int, int] = {}
 
     def raw_samples(self, pieces: list[Piece], skipped: Counter) -> Iterator[dict]:
+        """The raw samples of ``pieces`` in order; a shard that ends before a piece's end holds fewer samples than
+        the plan (sizes.json) counted on, which is a DataError rather than a silently shorter epoch."""
         def handler(exc: Exception) -> bool:
             skipped["unreadable_tar_member"] += 1
             return True
 
         for piece in pieces:
             stream = wds.tariterators.tarfile_samples([{"url": piece.url}], handler=handler)
+            count = 0
             for i, sample in enumerate(stream):
                 if i >= piece.stop:
                     break
+                count = i + 1
                 if i >= piece.start:
                     yield sample
+            if count < piece.stop:
+                expected = self.sizes[self.urls.index(piece.url)]
+                raise DataError(f"{piece.url}: sizes.json says {expected} samples but the shard holds {count} readable "
+                                "sample(s) (truncated or replaced after the build?): rebuild the shards or sizes.json")
 
     def __iter__(self) -> Iterator[dict]:
         """Batches of epoch ``self.epoch`` from ``resume_step`` on, then of every following epoch, endlessly:
@@ -241,30 +404,42 @@ class ShardStream(IterableDataset):
             if next(shuffled, None) is None:
                 break
             consumed += 1
-        first: list[dict] = []  # a slot's first samples, reused only if skips leave it short of full batches
+        pool: list[dict] = []  # a slot's first samples that decoded: reused only if skips leave it short of full batches
+        bad_in_a_row = 0
         for _ in range(done, n_batches):
             images, texts = [], []
             while len(images) < self.batch_size:
-                raw = next(shuffled, None)
+                raw, reused = next(shuffled, None), False
                 if raw is None:
-                    if not first:
-                        raise DataError(f"rank {self.rank} loader slot {slot}: no readable sample in {pieces}")
+                    if not pool:
+                        raise DataError(self.slot_error(slot, pieces, "no sample of the slot could be used", skipped))
                     skipped["reused_to_fill_batch"] += 1
-                    raw = first[skipped["reused_to_fill_batch"] % len(first)]
+                    raw, reused = pool[skipped["reused_to_fill_batch"] % len(pool)], True
                 else:
                     consumed += 1
-                    if len(first) < self.batch_size:
-                        first.append(raw)
                 try:
                     image, captions = decode_sample(raw)
                 except ValueError as exc:
                     skipped[str(exc).split(":", 1)[0]] += 1
+                    bad_in_a_row += 1
+                    if bad_in_a_row >= self.max_bad_in_a_row:
+                        raise DataError(self.slot_error(
+                            slot, pieces, f"{bad_in_a_row} samples in a row could not be used", skipped)) from None
                     continue
+                bad_in_a_row = 0
+                if not reused and len(pool) < self.batch_size:
+                    pool.append(raw)
                 rng = random.Random(mix_seed("sample", self.seed, epoch, raw["__key__"]))
                 texts.append(rng.choice(captions))
                 images.append(self.transform(image, rng))
             yield {"images": torch.stack(images), "texts": self.tokenizer(texts), "epoch": epoch, "role": role,
                    "raw_consumed": consumed, "skipped": dict(skipped)}
+
+    def slot_error(self, slot: int, pieces: list[Piece], what: str, skipped: Counter) -> str:
+        """One line naming the rank, the loader slot, its shards and the skip counts by reason."""
+        shards = short_list(list(dict.fromkeys(p.url for p in pieces)))
+        return (f"{shards} (rank {self.rank}, loader slot {slot}): {what} (skipped: {reasons_text(skipped)}): "
+                "images must decode and captions must be in .txt or .json members")
 
 
 def steps_per_epoch(sizes: list[int], world: int, workers: int, batch_size: int, num_samples: int = 0) -> int:

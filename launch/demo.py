@@ -13,6 +13,7 @@ Stage 2 exports the trained tower as a Hugging Face CLIPVisionModel at 504 px an
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,21 @@ def stage_shards(out: Path, workers: int, seed: int) -> int:
     ])
 
 
+DEMO_RUN_MARKER = ".rs-demo-run"
+
+
+def fresh_run_folder(run: Path) -> None:
+    """The demo trains from scratch every time: its own earlier run folder (marked, or holding an earlier demo's
+    ``demo_result.json``) is removed first; a folder the demo did not write is refused, never deleted (the trainer
+    itself refuses to start afresh over another run's checkpoints)."""
+    if run.exists() and any(run.iterdir()):
+        if not ((run / DEMO_RUN_MARKER).exists() or (run / "demo_result.json").exists()):
+            raise SystemExit(f"[demo] {run} holds files an earlier demo did not write; remove it or pass another --out")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / DEMO_RUN_MARKER).write_text("a run written by launch/demo.py; the next demo replaces it\n")
+
+
 def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
     import clip_pretrain  # noqa: F401 - registers rs-tiny
     from clip_pretrain.config import TrainConfig
@@ -60,6 +76,7 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
         "eval.captions": str(data / "captions" / "dataset.json"), "eval.split": "test",
     })
     print(f"[demo] stage 1: training rs-tiny for {steps} steps on CPU into {run}")
+    fresh_run_folder(run)
     summary = train(cfg)
     print("[demo] baseline: the same evaluation with random-init weights")
     baseline = evaluate_retrieval(RetrievalEvalConfig(
