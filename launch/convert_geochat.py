@@ -29,7 +29,7 @@ from vlm_finetune.geochat import GeoChatError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(ConvertGeoChatConfig, convert_geochat, argv, __doc__, (GeoChatError,),
+    return run_config_tool(ConvertGeoChatConfig, convert_geochat, argv, __doc__, (GeoChatError, OSError),
                            show=lambda summary: summary)
 
 

@@ -19,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 
 from shards.config import run_config_tool
 from vlm_finetune.evaluate import EvalError, EvalGeoChatConfig, evaluate_geochat
+from vlm_finetune.geochat import GeoChatError
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(EvalGeoChatConfig, evaluate_geochat, argv, __doc__, (EvalError,),
+    return run_config_tool(EvalGeoChatConfig, evaluate_geochat, argv, __doc__, (EvalError, GeoChatError, OSError),
                            show=lambda metrics: metrics)
 
 

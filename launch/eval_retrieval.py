@@ -7,6 +7,7 @@
 Writes OUTPUT/metrics.json (i2t_R@1/5/10, t2i_R@1/5/10, mean_recall, counts) and report.html;
 --save-embeddings adds image_emb.npy, text_emb.npy, text_to_image.json. --config YAML gives any of the
 options as keys (flags win). See clip_pretrain/evaluate/retrieval.py for the metric and tie rules.
+OpenAI's TorchScript .pt checkpoints need --allow-torchscript (loading one runs code stored in the file).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from shards.record import AnnotationError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(RetrievalEvalConfig, evaluate_retrieval, argv, __doc__, (EvalError, CheckpointError, AnnotationError),
+    errors = (EvalError, CheckpointError, AnnotationError, OSError)
+    return run_config_tool(RetrievalEvalConfig, evaluate_retrieval, argv, __doc__, errors,
                            show=lambda m: {k: v for k, v in m.items() if "R@" in k or k in ("mean_recall", "n_images", "n_texts")})
 
 

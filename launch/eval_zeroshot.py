@@ -6,6 +6,7 @@
 Prompts: RemoteCLIP's "a satellite photo of {}." by default, with the folder name normalised
 (BareLand -> "bare land"); several --templates are ensembled. Writes OUTPUT/metrics.json (top1, top5,
 per_class, counts), confusion_matrix.png/.csv and predictions.csv. --config YAML gives any option as a key.
+OpenAI's TorchScript .pt checkpoints need --allow-torchscript (loading one runs code stored in the file).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from shards.config import run_config_tool  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(ZeroShotConfig, evaluate_zeroshot, argv, __doc__, (EvalError, CheckpointError),
+    return run_config_tool(ZeroShotConfig, evaluate_zeroshot, argv, __doc__, (EvalError, CheckpointError, OSError),
                            show=lambda m: {k: m[k] for k in ("top1", "top5", "mean_per_class", "n_images", "n_classes", "n_skipped_images")})
 
 

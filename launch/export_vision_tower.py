@@ -8,7 +8,9 @@ reads it too), preprocessor_config.json (CLIPImageProcessor at --image-size with
 export_info.json. At a new size the position embedding is interpolated GeoChat's way (CLS row kept, grid
 bicubic with align_corners=True): ViT-L-14-336 at 504 px has 36x36+1 = 1297 positions, so GeoChat's own
 interpolation becomes a no-op. --legacy-layout adds OUTPUT/legacy for transformers 4.31-4.36.
---config YAML gives any option as a key. Bad paths, sizes and non-ViT models exit with status 2.
+OpenAI's TorchScript .pt files are refused unless --allow-torchscript (torch.jit.load runs code stored in the
+file: only for files from a source you trust). --config YAML gives any option as a key. Bad paths, sizes,
+unreadable checkpoints, a --model that does not fit the checkpoint and non-ViT models exit with status 2.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from vlm_finetune.export import ExportConfig, ExportError, run_export  # noqa: E
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(ExportConfig, run_export, argv, __doc__, (ExportError, CheckpointError),
+    return run_config_tool(ExportConfig, run_export, argv, __doc__, (ExportError, CheckpointError, OSError),
                            show=lambda out: json.loads((out / "export_info.json").read_text()))
 
 

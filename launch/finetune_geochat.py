@@ -8,6 +8,10 @@ r"""LoRA fine-tuning of GeoChat (HF Llava) on LLaVA-format instruction data, wit
 dropout 0.05 on every Linear of the language model (never lm_head), vision tower frozen, projector trained unless
 --train-projector false. Writes OUTPUT/adapter, OUTPUT/merged (loads with vlm_finetune.geochat.load_geochat),
 Trainer checkpoints and finetune.json. --report-to wandb logs offline unless WANDB_MODE says otherwise.
+
+Before the model loads, the settings, paths, the json and every record's image are checked: records whose image is
+missing or unreadable are dropped and counted by reason (finetune.json "dropped"); none left is an error. A second
+run on an --output that a live run holds is refused. Errors are one "error: ..." line and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
 from shards.config import run_config_tool
+from shards.guards import OutputBusyError
 from vlm_finetune.geochat import GeoChatError
 from vlm_finetune.instruct import InstructError
 from vlm_finetune.train import FinetuneConfig, FinetuneError, train
@@ -31,7 +36,8 @@ def _run(cfg: FinetuneConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(FinetuneConfig, _run, argv, __doc__, (FinetuneError, GeoChatError, InstructError, OSError),
+    errors = (FinetuneError, GeoChatError, InstructError, OutputBusyError, OSError)
+    return run_config_tool(FinetuneConfig, _run, argv, __doc__, errors,
                            show=lambda s: {k: v for k, v in s.items() if k not in ("config", "losses")})
 
 

@@ -19,7 +19,7 @@ from vlm_finetune.infer import InferConfig, run_infer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_config_tool(InferConfig, run_infer, argv, __doc__, (EvalError, GeoChatError))
+    return run_config_tool(InferConfig, run_infer, argv, __doc__, (EvalError, GeoChatError, OSError))
 
 
 if __name__ == "__main__":

@@ -329,3 +329,45 @@ def test_cli_bad_checkpoint(shard_dir, tmp_path, capsys):
     assert str(ckpt) in err and "checkpoint" in err
     assert cli.main(args + ["--model", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_cli_bad_inputs_are_one_line_errors_before_a_model_is_built(tmp_path, capsys, monkeypatch):
+    """What a user gets wrong: every case exits 2 with one `error:` line naming the path, no traceback, and the
+    model is never built (all are found from paths and the eval-set listing)."""
+    import clip_pretrain.models as models
+
+    monkeypatch.setattr(models, "create_clip", lambda *a, **k: pytest.fail("model built before the input checks"))
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "images" / "a.png")
+    caps = tmp_path / "dataset.json"
+    caps.write_text(json.dumps({"images": [{"filename": "a.png", "split": "test", "sentences": [{"raw": "a field"}]}]}))
+    (tmp_path / "far").mkdir()
+    away = tmp_path / "far" / "dataset.json"
+    away.write_text(caps.read_text())
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    base = ["--model", "rs-tiny", "--workers", "0", "--device", "cpu"]
+    out = ["--output", str(tmp_path / "out")]
+    cases = [
+        (["--captions", str(tmp_path / "bad.json")] + out, "bad.json"),
+        (["--captions", str(tmp_path / "list.json")] + out, "not a Karpathy caption json"),
+        (["--captions", str(tmp_path / "empty")] + out, "no caption json"),
+        (["--captions", str(tmp_path / "file.txt")] + out, "a Karpathy .json file or a folder"),
+        (["--captions", str(caps), "--images", str(tmp_path / "file.txt")] + out, "a file, not an image folder"),
+        (["--captions", str(away)] + out, "pass the folder that holds them as --images"),
+        (["--captions", str(caps), "--split", "val"] + out, "no usable images in split 'val'"),
+        (["--shards", str(tmp_path / "file.txt")] + out, "not a readable tar shard"),
+        (["--captions", str(caps), "--output", str(tmp_path / "file.txt")], "exists and is not a folder"),
+        (["--captions", str(caps), "--checkpoint", str(tmp_path / "nope.pt")] + out, "nope.pt"),
+        (["--captions", str(caps), "--device", "bogus"] + out, "'bogus' is not a device name"),
+    ]
+    for extra, says in cases:
+        assert cli.main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert "Traceback" not in err and len(lines) == 1 and says in lines[0], (extra, err)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(base + ["--captions", str(caps), "--report-queries", "-1"])
+    assert exc.value.code == 2 and "report_queries must be >= 0" in capsys.readouterr().err

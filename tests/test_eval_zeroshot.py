@@ -142,3 +142,26 @@ def test_cli_help_templates_and_errors(tmp_path, capsys):
     config.write_text(f"model: rs-tiny\ndata: {tmp_path / 'data'}\noutput: {tmp_path / 'out2'}\nworkers: 0\n")
     assert cli.main(["--config", str(config), "--batch-size", "2"]) == 0
     assert json.loads((tmp_path / "out2" / "metrics.json").read_text())["config"]["batch_size"] == 2
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "zero.pt").write_bytes(b"")
+    make_tree(tmp_path / "data", bad=False)
+    base = ["--model", "rs-tiny", "--workers", "0", "--device", "cpu"]
+    out = ["--output", str(tmp_path / "out")]
+    data = ["--data", str(tmp_path / "data")]
+    cases = [
+        (["--data", str(tmp_path / "file.txt")] + out, "a file, not a class-folder root"),
+        (["--data", str(tmp_path / "empty")] + out, "at least 2 class folders"),
+        (data + ["--output", str(tmp_path / "file.txt")], "exists and is not a folder"),
+        (data + out + ["--checkpoint", str(tmp_path / "zero.pt")], "zero.pt: empty file"),
+        (data + out + ["--checkpoint", str(tmp_path / "empty")], "checkpoint folder holds none of"),
+        (data + out + ["--device", "bogus"], "'bogus' is not a device name"),
+    ]
+    for extra, says in cases:
+        assert cli.main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert "Traceback" not in err and len(lines) == 1 and says in lines[0], (extra, err)

@@ -403,3 +403,32 @@ def test_other_vit_shapes_map_onto_hf(name, width, layers, patch, size):
     with torch.device("meta"):
         ref = CLIPVisionModelWithProjection(hf_vision_config(model.visual)).state_dict()
     assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in ref.items()}
+
+
+def test_cli_bad_inputs_are_one_line_errors(stage1_checkpoints, tmp_path, capsys):
+    _, step, final = stage1_checkpoints
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "zero.pt").write_bytes(b"")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "final.safetensors").write_bytes(final.read_bytes())
+    out = ["--output", str(tmp_path / "out")]
+    cases = [
+        (["--model", "rs-tiny", "--checkpoint", str(tmp_path / "zero.pt")] + out, "zero.pt: empty file"),
+        (["--model", "rs-tiny", "--checkpoint", str(tmp_path / "file.txt")] + out, "not a checkpoint"),
+        (["--model", "rs-tiny", "--checkpoint", str(tmp_path / "empty")] + out, "checkpoint folder holds none of"),
+        (["--model", "rs-tiny", "--checkpoint", str(step), "--output", str(tmp_path / "file.txt")],
+         "exists and is not a folder"),
+        (["--model", "ViT-B-16", "--checkpoint", str(final)] + out, "its shapes match rs-tiny"),
+    ]
+    for argv, says in cases:
+        assert export_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert "Traceback" not in err and len(lines) == 1 and says in lines[0], (argv, err)
+    # a run folder works like the file inside it
+    assert export_main(["--model", "rs-tiny", "--checkpoint", str(run_dir), "--output", str(tmp_path / "from_dir")]) == 0
+    a = load_file(str(tmp_path / "from_dir" / "model.safetensors"))
+    b = load_file(str(export_vision_tower(final, "rs-tiny", None, tmp_path / "from_file") / "model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

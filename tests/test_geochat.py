@@ -556,3 +556,33 @@ def test_forward_loss_generate_on_a_demo_data_image(dirs, tmp_path):
     image = Image.open(next(iter(sorted((tmp_path / "demo" / "dota" / "images").iterdir())))).convert("RGB")
     model, processor = assemble_geochat(dirs["tower"], dirs["llm"])
     _check_forward_generate(model, processor, image)
+
+
+def test_cli_bad_inputs_are_one_line_errors_before_loading(dirs, tmp_path, capsys, monkeypatch):
+    from tests.test_weights_guards import one_error_line
+    from vlm_finetune import convert
+
+    hf = tmp_path / "hf"
+    model, processor = assemble_geochat(dirs["tower"], dirs["llm"])
+    model.save_pretrained(str(hf))
+    processor.save_pretrained(str(hf))
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "config.json").write_text("[1, 2]")
+    monkeypatch.setattr(convert, "load_geochat", lambda *a, **k: pytest.fail("checkpoint loaded before the checks"))
+    out = ["--output", str(tmp_path / "o")]
+    for argv, says in [
+        (["--llava-checkpoint", str(tmp_path / "file.txt")] + out, "is a file"),
+        (["--llava-checkpoint", str(tmp_path / "empty")] + out, "has no config.json"),
+        (["--llava-checkpoint", str(listed)] + out, "expected a config object"),
+        (["--llava-checkpoint", str(hf), "--output", str(tmp_path / "file.txt")], "is a file"),
+        (["--llava-checkpoint", str(hf), "--swap-vision-tower", str(tmp_path / "nope")] + out, "nope"),
+        (["--llava-checkpoint", str(hf), "--tokenizer", str(tmp_path / "nope")] + out, "nope"),
+    ]:
+        assert cli.main(argv) == 2, argv
+        one_error_line(capsys.readouterr().err, says)
+    with pytest.raises(SystemExit):
+        cli.main(["--llava-checkpoint", str(hf), "--max-shard-size", "lots"] + out)
+    assert "max_shard_size 'lots'" in capsys.readouterr().err

@@ -303,3 +303,68 @@ def test_geochat_infer_cli_answers_parses_and_draws(tmp_path, capsys):
     assert _Image.open(tmp_path / "drawn.png").size == (80, 60)
     assert geochat_infer.main(["--model", str(tmp_path / "model"), "--image", str(tmp_path / "nope.png"),
                                "--prompt", "x"]) == 2
+
+
+def test_eval_and_infer_cli_bad_inputs_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    """Each case exits 2 with one `error:` line naming the culprit and no traceback; the ones that need a model are
+    all caught before it loads."""
+    from launch.eval_geochat import main as evaluate
+    from launch.geochat_infer import main as infer
+    from tests.test_weights_guards import one_error_line
+    from vlm_finetune import geochat
+
+    monkeypatch.setattr(geochat, "load_geochat", lambda *a, **k: pytest.fail("model loaded before the checks"))
+    import torch
+    from safetensors.torch import save_file
+
+    model = tmp_path / "model"  # config + weights that pass the cheap checks (the loader itself is stubbed above)
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(1)}, str(model / "model.safetensors"))
+    (model / "processor_config.json").write_text("{}")
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp_path / "imgs" / "img0.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    records, preds, _, _ = CASES["vqa"]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(records))
+    missing_img = tmp_path / "missing_img.json"
+    missing_img.write_text(json.dumps([{**records[0], "image": "gone.png"}]))
+    bad_turn = tmp_path / "bad_turn.json"
+    bad_turn.write_text(json.dumps([{"id": "t", "image": "img0.png", "conversations": ["hi", "there"]}]))
+    (tmp_path / "bad.jsonl").write_text("[1, 2]\n")
+    (tmp_path / "bad.json").write_text("{oops")
+    run = ["--task", "vqa", "--model", str(model), "--images", str(tmp_path / "imgs"), "--output", str(tmp_path / "o")]
+    scored = ["--task", "vqa", "--output", str(tmp_path / "o")]
+    for argv, says in [
+        (scored + ["--data", str(tmp_path / "empty"), "--predictions", str(tmp_path / "bad.jsonl")], "is a folder"),
+        (scored + ["--data", str(tmp_path / "bad.json"), "--predictions", str(tmp_path / "bad.jsonl")], "not valid json"),
+        (scored + ["--data", str(bad_turn), "--predictions", str(tmp_path / "bad.jsonl")], "each turn must be an object"),
+        (scored + ["--data", str(data), "--predictions", str(tmp_path / "bad.jsonl")], "bad.jsonl:1: each line must be"),
+        (scored + ["--data", str(data), "--predictions", str(tmp_path / "empty")], "is a folder"),
+        (run + ["--data", str(missing_img)], "gone.png"),
+        (run[:-2] + ["--data", str(data), "--output", str(tmp_path / "file.txt")], "exists and is not a folder"),
+        (run + ["--data", str(data), "--images", str(tmp_path / "nope")], "--images"),
+        (run + ["--data", str(data), "--adapter", str(tmp_path / "empty")], "no adapter_config.json"),
+        (["--task", "vqa", "--model", str(tmp_path / "empty"), "--data", str(data), "--images",
+          str(tmp_path / "imgs")], "no config.json"),
+    ]:
+        assert evaluate(argv) == 2, argv
+        one_error_line(capsys.readouterr().err, says)
+    with pytest.raises(SystemExit):
+        evaluate(scored + ["--data", str(data), "--predictions", str(tmp_path / "bad.jsonl"), "--limit", "0"])
+    assert "limit must be >= 1" in capsys.readouterr().err
+    ask = ["--model", str(model), "--prompt", "what is this"]
+    image = str(tmp_path / "imgs" / "img0.png")
+    for argv, says in [
+        (ask + ["--image", str(tmp_path / "empty")], "is a folder"),
+        (ask + ["--image", str(tmp_path / "notes.png")], "cannot read the image"),
+        (ask + ["--image", image, "--output", str(tmp_path / "nodir" / "x.png")], "does not exist"),
+        (ask + ["--image", image, "--output", str(tmp_path / "x.xyz")], "unknown image extension"),
+        (ask + ["--image", image, "--output", str(tmp_path / "b.png"), "--adapter", str(tmp_path / "nope")],
+         "--adapter"),
+    ]:
+        assert infer(argv) == 2, argv
+        one_error_line(capsys.readouterr().err, says)

@@ -53,6 +53,8 @@ from vlm_finetune.geochat import (
     save_geochat,
     swap_vision_tower,
 )
+from vlm_finetune.weights import check_weight_file, read_json_object, read_weight_file
+from vlm_finetune.weights import weight_files as _weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -177,48 +179,25 @@ def hf_to_original(state_dict: dict[str, torch.Tensor], include_vision_tower: bo
 # checkpoint files
 # ----------------------------------------------------------------------------------------------------------------
 
-_WEIGHT_CANDIDATES = (
-    ("model.safetensors.index.json", True),
-    ("model.safetensors", False),
-    ("pytorch_model.bin.index.json", True),
-    ("pytorch_model.bin", False),
-)
-
-
 def weight_files(checkpoint_dir) -> list[Path]:
-    """The weight files of a checkpoint directory (single file or shards named by an index json)."""
+    """The weight files of a checkpoint directory (single file or shards named by an index json), each checked
+    cheaply (present, not empty, header intact; :mod:`vlm_finetune.weights`)."""
     root = Path(checkpoint_dir)
-    for name, is_index in _WEIGHT_CANDIDATES:
-        path = root / name
-        if not path.exists():
-            continue
-        if not is_index:
-            return [path]
-        try:
-            weight_map = json.loads(path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ConversionError(f"{path}: not a weight index (a json with a weight_map): {exc}") from exc
-        files = [root / f for f in dict.fromkeys(weight_map.values())]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise ConversionError(f"{path} names shard files that are missing: {missing}")
-        return files
-    raise ConversionError(f"no weights in {root}: expected model.safetensors, pytorch_model.bin or sharded files "
-                          "with model.safetensors.index.json / pytorch_model.bin.index.json")
+    files = _weight_files(root, ConversionError, required=False)
+    if not files:
+        raise ConversionError(f"no weights in {root}: expected model.safetensors, pytorch_model.bin or sharded files "
+                              "with model.safetensors.index.json / pytorch_model.bin.index.json")
+    for f in files:
+        check_weight_file(f, ConversionError)
+    return files
 
 
 def load_state_dict_dir(checkpoint_dir) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint directory's weight files, on CPU."""
-    from safetensors.torch import load_file
-
+    """Every tensor of a checkpoint directory's weight files, on CPU (safetensors or ``weights_only`` torch.load);
+    an unreadable file is a one-line ConversionError naming it."""
     state: dict[str, torch.Tensor] = {}
     for path in weight_files(checkpoint_dir):
-        try:
-            part = load_file(str(path)) if path.suffix == ".safetensors" else \
-                torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt / truncated files come in many exception types
-            raise ConversionError(f"cannot read weights {path}: {exc}") from exc
-        state.update(part)
+        state.update(read_weight_file(path, ConversionError))
     return state
 
 
@@ -226,15 +205,14 @@ def read_config(checkpoint_dir) -> dict[str, Any]:
     path = Path(checkpoint_dir) / "config.json"
     if not path.exists():
         raise ConversionError(f"{checkpoint_dir} has no config.json")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConversionError(f"{path}: not valid JSON: {exc}") from exc
+    return read_json_object(path, ConversionError, "config object")
 
 
 def checkpoint_layout(checkpoint_dir) -> str:
     """``"hf"`` (LlavaForConditionalGeneration dir) or ``"original"`` (LLaVA-1.5/GeoChat dir with mm_* fields)."""
     root = Path(checkpoint_dir)
+    if root.is_file():
+        raise ConversionError(f"{root} is a file; --llava-checkpoint takes a checkpoint directory (config.json + weights)")
     if not root.is_dir():
         raise ConversionError(f"checkpoint directory not found: {root}")
     cfg = read_config(root)
@@ -526,6 +504,23 @@ class ConvertGeoChatConfig:
             raise ConfigError(f"dtype {self.dtype!r}: use auto, float32, float16 or bfloat16")
         if self.original_model_type not in ("geochat", "llava", "llava_llama"):
             raise ConfigError(f"original_model_type {self.original_model_type!r}: use geochat, llava or llava_llama")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        size = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*[KMGT]B\s*", self.max_shard_size, flags=re.IGNORECASE)
+        if size is None or float(size.group(1)) <= 0:  # huggingface_hub's parse_size_to_int takes exactly these
+            raise ConfigError(f"max_shard_size {self.max_shard_size!r}: a positive size in KB, MB, GB or TB, e.g. 5GB")
+
+
+def _check_inputs(cfg: ConvertGeoChatConfig) -> None:
+    """The folders the conversion will read, checked before the (large) checkpoint is loaded: a typo in
+    --swap-vision-tower or --tokenizer should not cost a full load first."""
+    from vlm_finetune.geochat import _check_dir, check_model_dir
+
+    for flag, path in (("--vision-tower", cfg.vision_tower), ("--swap-vision-tower", cfg.swap_vision_tower)):
+        if path:
+            check_model_dir(path, f"{flag} (HF CLIP vision directory)")
+    if cfg.tokenizer:
+        _check_dir(cfg.tokenizer, "--tokenizer directory")
 
 
 def convert_geochat(cfg: ConvertGeoChatConfig) -> dict[str, Any]:
@@ -534,10 +529,13 @@ def convert_geochat(cfg: ConvertGeoChatConfig) -> dict[str, Any]:
     cfg.validate()
     src, out = Path(cfg.llava_checkpoint), Path(cfg.output)
     layout = checkpoint_layout(src)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"output {out} exists and is a file (expected a new or empty folder)")
+    if out.is_dir() and any(out.iterdir()):
         raise ConversionError(f"output {out} exists and is not empty")
     if out.resolve() == src.resolve():
         raise ConversionError("output must differ from the input checkpoint")
+    _check_inputs(cfg)
     dtype = _dtype(cfg.dtype)
     info: dict[str, Any] = {}
     if layout == "original":

@@ -81,11 +81,27 @@ class EvalGeoChatConfig:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not 0 < self.iou_threshold <= 1:
             raise ConfigError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1 (or left out for every record), got {self.limit}")
+        if self.report_examples < 0:
+            raise ConfigError(f"report_examples must be >= 0, got {self.report_examples}")
 
 
 # ---------------------------------------------------------------- data
 
+def _turn_value(turn, path: Path, index: int) -> str | None:
+    if not isinstance(turn, dict):
+        raise EvalError(f"{path}: record {index}: each turn must be an object {{'from': ..., 'value': ...}}, "
+                        f"got {type(turn).__name__}")
+    value = turn.get("value", "")
+    if not isinstance(value, str):
+        raise EvalError(f"{path}: record {index}: a turn's 'value' must be a string, got {type(value).__name__}")
+    return value
+
+
 def load_records(path) -> list[dict]:
+    """``{id, image, question, reference}`` per record of a LLaVA-format json/jsonl; a malformed file or record is an
+    EvalError naming the file and the record."""
     from .instruct import load_json_records
 
     path = Path(path)
@@ -94,38 +110,110 @@ def load_records(path) -> list[dict]:
         data = data.get("data", data.get("annotations", [data]))
     if not isinstance(data, list):
         raise EvalError(f"{path}: expected a list of records")
+    if not data:
+        raise EvalError(f"{path}: holds no records")
     out = []
     for i, rec in enumerate(data):
         if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
             raise EvalError(f"{path}: record {i} has no conversations list")
-        question = next((t.get("value", "") for t in rec["conversations"] if t.get("from") == "human"), None)
-        answer = next((t.get("value", "") for t in rec["conversations"] if t.get("from") == "gpt"), None)
+        turns = [(t.get("from") if isinstance(t, dict) else None, _turn_value(t, path, i)) for t in rec["conversations"]]
+        question = next((v for who, v in turns if who == "human"), None)
+        answer = next((v for who, v in turns if who == "gpt"), None)
         if question is None or answer is None:
             raise EvalError(f"{path}: record {i} lacks a human or a gpt turn")
+        image = rec.get("image")
+        if image is not None and not isinstance(image, str):
+            raise EvalError(f"{path}: record {i}: 'image' must be a path string, got {type(image).__name__}")
         question = question.replace("<image>\n", "").replace("<image>", "").strip()
-        out.append({"id": str(rec.get("id", i)), "image": rec.get("image"), "question": question,
+        out.append({"id": str(rec.get("id", i)), "image": image, "question": question,
                     "reference": answer.strip()})
     return out
 
 
 def load_predictions(path) -> dict[str, str]:
     path = Path(path)
+    if path.is_dir():
+        raise EvalError(f"predictions file {path} is a folder (expected a .jsonl file)")
     if not path.is_file():
         raise EvalError(f"predictions file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvalError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     preds: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise EvalError(f"{path}:{n}: not valid JSON: {exc}") from exc
+            raise EvalError(f"{path}:{n}: not valid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise EvalError(f"{path}:{n}: each line must be a json object {{question_id, answer}}")
         qid = row.get("question_id", row.get("id"))
         ans = row.get("answer", row.get("text"))
         if qid is None or ans is None:
             raise EvalError(f"{path}:{n}: needs question_id and answer")
         preds[str(qid)] = str(ans)
     return preds
+
+
+def check_images(records: list[dict], images_dir) -> None:
+    """Before a model is loaded for inference: ``images_dir`` is a folder and every record's image exists and opens
+    as an image (header only, no decoding); otherwise an EvalError naming the first bad record and file."""
+    from PIL import Image
+
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise EvalError(f"--images {images_dir}: not a folder (the folder the records' image paths are relative to)")
+    root = Path(images_dir or ".")
+    seen: set[Path] = set()
+    for rec in records:
+        if not rec.get("image"):
+            raise EvalError(f"record {rec['id']!r} has no 'image' to run the model on")
+        path = root / rec["image"]
+        if path in seen:
+            continue
+        seen.add(path)
+        if not path.is_file():
+            raise EvalError(f"record {rec['id']!r}: image not found: {path}")
+        try:
+            with Image.open(path):
+                pass
+        except Exception as exc:  # noqa: BLE001 - UnidentifiedImageError, OSError, DecompressionBombError
+            raise EvalError(f"record {rec['id']!r}: {path} is not a readable image ({type(exc).__name__})") from None
+
+
+def check_output_dir(path) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--output {out}: exists and is not a folder")
+    return out
+
+
+def check_device(device: str) -> None:
+    """CUDA asked for on a machine without it: an EvalError before the model is loaded."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
+
+
+def check_adapter_dir(adapter) -> Path:
+    """A peft adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``), checked cheaply
+    before the base model is loaded."""
+    from .weights import check_weight_file, read_json_object
+
+    p = Path(adapter)
+    if not p.is_dir():
+        raise EvalError(f"--adapter {p}: not a folder (expected a peft adapter folder with adapter_config.json)")
+    if not (p / "adapter_config.json").is_file():
+        raise EvalError(f"--adapter {p}: no adapter_config.json (is it finetune_geochat.py's OUTPUT/adapter?)")
+    read_json_object(p / "adapter_config.json", EvalError, "adapter config")
+    weights = [p / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (p / n).is_file()]
+    if not weights:
+        raise EvalError(f"--adapter {p}: no adapter_model.safetensors or adapter_model.bin")
+    check_weight_file(weights[0], EvalError)
+    return p
 
 
 # ---------------------------------------------------------------- inference
@@ -143,18 +231,29 @@ def build_prompt(question: str) -> str:
 
 def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
     """``(model, processor)`` of an HF Llava GeoChat dir, with a peft LoRA adapter applied when given."""
-    from .geochat import GeoChatError, load_geochat
+    from .geochat import GeoChatError, check_geochat_dir, has_llava_processor_files, load_geochat
+    from .weights import first_line
 
+    check_device(device)
+    if adapter:
+        check_adapter_dir(adapter)
     try:
+        check_geochat_dir(model_dir)
+        if not has_llava_processor_files(model_dir):
+            raise EvalError(f"{model_dir} has no LlavaProcessor (processor_config.json, or preprocessor_config.json + "
+                            "tokenizer files) to run inference with")
         model, processor = load_geochat(model_dir)
     except GeoChatError as exc:
-        raise EvalError(str(exc)) from exc
+        raise EvalError(str(exc)) from None
     if processor is None or not hasattr(processor, "tokenizer"):
         raise EvalError(f"{model_dir} has no LlavaProcessor (tokenizer + image processor) to run inference with")
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except Exception as exc:  # noqa: BLE001 - peft raises many types for an adapter of another model
+            raise EvalError(f"--adapter {adapter}: cannot apply it to {model_dir} ({first_line(exc)})") from None
     return model.to(device).eval(), processor
 
 
@@ -172,7 +271,10 @@ def answer_question(model, processor, image, question: str, max_new_tokens: int 
     return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
-def run_inference(cfg: EvalGeoChatConfig, records: list[dict], out_dir: Path) -> dict[str, str]:
+def run_inference(cfg: EvalGeoChatConfig, records: list[dict], out_dir: Path,
+                  image_errors: list[str] | None = None) -> dict[str, str]:
+    """Answer every record; an image that fails to decode now (it opened when checked) is logged, appended to
+    ``image_errors`` and left without a prediction (it counts as missing), so one bad file never ends a long run."""
     from PIL import Image
 
     model, processor = load_for_inference(cfg.model, cfg.adapter, cfg.device)
@@ -181,7 +283,15 @@ def run_inference(cfg: EvalGeoChatConfig, records: list[dict], out_dir: Path) ->
     t0 = time.time()
     with path.open("w") as fh:
         for i, rec in enumerate(records):
-            image = Image.open(Path(cfg.images or ".") / rec["image"]).convert("RGB")
+            image_path = Path(cfg.images or ".") / rec["image"]
+            try:
+                with Image.open(image_path) as im:
+                    image = im.convert("RGB")
+            except Exception as exc:  # noqa: BLE001 - truncated data, decompression bombs...
+                log.warning("record %s: %s does not decode (%s): no prediction", rec["id"], image_path, exc)
+                if image_errors is not None:
+                    image_errors.append(rec["id"])
+                continue
             answer = answer_question(model, processor, image, rec["question"], cfg.max_new_tokens)
             preds[rec["id"]] = answer
             fh.write(json.dumps({"question_id": rec["id"], "answer": answer}) + "\n")
@@ -322,13 +432,18 @@ def evaluate_geochat(cfg: EvalGeoChatConfig) -> dict[str, Any]:
     records = load_records(cfg.data)
     if cfg.limit is not None:
         records = records[:cfg.limit]
-    out_dir = Path(cfg.output or Path("runs") / "eval_geochat" / cfg.task)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_dir(cfg.output or Path("runs") / "eval_geochat" / cfg.task)
+    image_errors: list[str] = []
     if cfg.predictions:
         preds = load_predictions(cfg.predictions)
-    else:
-        preds = run_inference(cfg, records, out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:  # everything a model run needs is checked before the model is loaded
+        check_images(records, cfg.images)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        preds = run_inference(cfg, records, out_dir, image_errors)
     metrics, rows = score(cfg.task, records, preds, cfg.box_match, cfg.iou_threshold)
+    if image_errors:
+        metrics["image_errors"] = image_errors
     metrics["source"] = "predictions" if cfg.predictions else "model"
     metrics["model"] = cfg.model
     metrics["adapter"] = cfg.adapter

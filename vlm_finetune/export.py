@@ -1,9 +1,10 @@
 """Hand a stage-1 open_clip ViT over to transformers (and GeoChat): a ``CLIPVisionModelWithProjection`` folder.
 
 ``export_vision_tower(checkpoint, model_name, image_size, output)`` loads any checkpoint ``create_clip`` reads
-(open_clip .pt/.bin, ``OUTPUT/checkpoints/step_N.pt``, ``final.safetensors``, OpenAI TorchScript .pt), maps the
-vision tower's weights onto transformers' CLIP vision model, optionally at a new resolution (position
-embedding interpolated GeoChat's way: CLS row kept, grid bicubic with ``align_corners=True``), and writes::
+(open_clip .pt/.bin, ``OUTPUT/checkpoints/step_N.pt``, ``final.safetensors``, a checkpoint folder; OpenAI TorchScript
+.pt only with ``allow_torchscript``, as loading one runs code stored in it), maps the vision tower's weights onto
+transformers' CLIP vision model, optionally at a new resolution (position embedding interpolated GeoChat's way: CLS
+row kept, grid bicubic with ``align_corners=True``), and writes::
 
     OUTPUT/config.json               CLIPVisionConfig (save_pretrained), image_size = the exported size
     OUTPUT/model.safetensors         vision_model.* + visual_projection.weight (save_pretrained)
@@ -44,8 +45,10 @@ from typing import Any
 
 import torch
 
+from clip_pretrain.models import TORCHSCRIPT_HELP
 from shards.config import ConfigError
 from vlm_finetune.interpolate import MODES, check_image_size, grid_side, interpolate_pos_embed
+from vlm_finetune.weights import read_json, read_weight_file, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -295,34 +298,34 @@ def hf_to_open_clip(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+def _read_json(path: Path) -> Any:
+    return read_json(path, ExportError)
+
+
 def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a transformers model folder (model.safetensors, pytorch_model.bin, or a sharded index of
-    either) or of one weights file."""
-    from safetensors.torch import load_file
-
+    either) or of one weights file; an unreadable file is an ExportError naming it."""
     path = Path(path).expanduser()
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = []
-        for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-            if (path / index).is_file():
-                shards = sorted(set(json.loads((path / index).read_text())["weight_map"].values()))
-                files = [path / s for s in shards]
-                break
-        if not files:
-            files = [p for p in (path / "model.safetensors", path / "pytorch_model.bin") if p.is_file()][:1]
+        files = weight_files(path, ExportError, required=False)
         if not files:
             raise ExportError(f"{path}: no model.safetensors or pytorch_model.bin (is it a transformers model folder?)")
     else:
         raise ExportError(f"{path}: no such transformers model folder or weights file")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        if f.suffix == ".safetensors":
-            state.update(load_file(str(f), device="cpu"))
-        else:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
+        state.update(read_weight_file(f, ExportError))
     return state
+
+
+def _vision_section(cfg: Any, path: Path) -> dict:
+    """The vision part of a transformers config.json (a CLIPModel's ``vision_config``, else the whole object)."""
+    section = cfg.get("vision_config", cfg) if isinstance(cfg, dict) else None
+    if not isinstance(section, dict):
+        raise ExportError(f"{path}: not a transformers config (expected a json object)")
+    return section
 
 
 def hf_vision_to_open_clip(hf_dir: str | Path, image_size: int | None = None, mode: str = "bicubic",
@@ -334,8 +337,8 @@ def hf_vision_to_open_clip(hf_dir: str | Path, image_size: int | None = None, mo
     out = hf_to_open_clip(read_hf_weights(hf_dir))
     cfg_path = Path(hf_dir) / "config.json"
     if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
-        act = cfg.get("vision_config", cfg).get("hidden_act")
+        cfg = _read_json(cfg_path)
+        act = _vision_section(cfg, cfg_path).get("hidden_act")
         if act:
             log.info("%s: hidden_act=%s (%s)", hf_dir, act, "build the open_clip model with force_quick_gelu=True"
                      if act == "quick_gelu" else "open_clip's default nn.GELU")
@@ -357,8 +360,8 @@ def load_hf_vision_into_open_clip(model: torch.nn.Module, hf_dir: str | Path, mo
     check_vit(visual)
     cfg_path = Path(hf_dir) / "config.json"
     if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
-        act = cfg.get("vision_config", cfg).get("hidden_act")
+        cfg = _read_json(cfg_path)
+        act = _vision_section(cfg, cfg_path).get("hidden_act")
         if act and act != hidden_act(visual):
             raise ExportError(f"{hf_dir}: the tower uses {act}, the open_clip model {hidden_act(visual)}: build it with "
                               f"force_quick_gelu={act == 'quick_gelu'}")
@@ -366,7 +369,9 @@ def load_hf_vision_into_open_clip(model: torch.nn.Module, hf_dir: str | Path, mo
     try:
         visual.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ExportError(f"{hf_dir}: the tower does not fit this open_clip model: {str(exc)[:1500]}") from exc
+        first = str(exc).strip().splitlines()
+        raise ExportError(f"{hf_dir}: the tower does not fit this open_clip model: "
+                          f"{first[0][:300] if first else type(exc).__name__}") from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -410,13 +415,14 @@ def image_processor(image_size: int, mean, std, interpolation: str = "bicubic", 
 
 def checkpoint_hints(path: str | Path | None) -> dict[str, Any]:
     """``model_name`` and ``force_quick_gelu`` recorded in a stage-1 training checkpoint (``step_N.pt``); {} for
-    other files. Read memory-mapped, so a large checkpoint with optimizer state costs little."""
+    other files. Read memory-mapped with ``weights_only=True``, so a large checkpoint with optimizer state costs
+    little; a TorchScript archive is never opened (loading one runs code stored in it), nor an empty file."""
     from clip_pretrain.models import is_torchscript
 
     if path is None:
         return {}
     path = Path(path)
-    if not path.is_file() or path.suffix == ".safetensors" or is_torchscript(path):
+    if not path.is_file() or path.stat().st_size == 0 or path.suffix == ".safetensors" or is_torchscript(path):
         return {}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -475,14 +481,16 @@ def export_vision_tower(
     align_corners: bool = True,
     force_quick_gelu: bool = False,
     legacy_position_ids: bool = False,
+    allow_torchscript: bool = False,
 ) -> Path:
-    """Export ``model_name``'s vision tower from ``checkpoint`` (None: random init, for tests) to a transformers
-    folder at ``image_size`` (None/0: the model's own size). Returns the output folder."""
+    """Export ``model_name``'s vision tower from ``checkpoint`` (a file or a checkpoint folder; None: random init, for
+    tests) to a transformers folder at ``image_size`` (None/0: the model's own size). Returns the output folder.
+    A TorchScript checkpoint is refused unless ``allow_torchscript`` (loading it runs code from the file)."""
     import open_clip
     import transformers
     from transformers import CLIPVisionModelWithProjection
 
-    from clip_pretrain.models import create_clip
+    from clip_pretrain.models import check_pretrained, create_clip
 
     if interpolation not in MODES:
         raise ExportError(f"interpolation {interpolation!r} is not one of {', '.join(MODES)}")
@@ -490,6 +498,8 @@ def export_vision_tower(
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output}: exists and is not a folder")
+    if checkpoint:
+        checkpoint = check_pretrained(model_name, str(checkpoint))  # a folder: the checkpoint file inside it
     hints = checkpoint_hints(checkpoint)
     if hints.get("model_name") and hints["model_name"] != model_name:
         raise ExportError(f"{checkpoint} was trained as {hints['model_name']!r}, not {model_name!r}: "
@@ -497,7 +507,7 @@ def export_vision_tower(
     quick = force_quick_gelu or hints.get("force_quick_gelu", False)
     if quick and not force_quick_gelu:
         log.info("%s was trained with force_quick_gelu: exporting with hidden_act=quick_gelu", checkpoint)
-    bundle = create_clip(model_name, pretrained=checkpoint, force_quick_gelu=quick)
+    bundle = create_clip(model_name, pretrained=checkpoint, force_quick_gelu=quick, allow_torchscript=allow_torchscript)
     model = bundle.model.eval()
     visual = model.visual
     native = visual.image_size[0]
@@ -550,8 +560,8 @@ def _opt(default, help_text: str):
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = _opt("", "stage-1 checkpoint: step_N.pt, final.safetensors, open_clip .pt/.bin or OpenAI "
-                               "TorchScript .pt")
+    checkpoint: str = _opt("", "stage-1 checkpoint: step_N.pt, final.safetensors, open_clip .pt/.bin, a checkpoint "
+                               "folder, or OpenAI TorchScript .pt (with --allow-torchscript)")
     model: str = _opt("", "open_clip model name the checkpoint was trained as (ViT-L-14-336, rs-tiny...)")
     image_size: int = _opt(0, "exported resolution, a multiple of the patch size (GeoChat: 504); 0 = the model's own")
     output: str = _opt("", "output folder (transformers CLIPVisionModelWithProjection + CLIPImageProcessor)")
@@ -563,6 +573,7 @@ class ExportConfig:
     force_quick_gelu: bool = _opt(False, "the tower uses QuickGELU (OpenAI-initialised training); read from "
                                          "step_N.pt when it records it")
     random_init: bool = _opt(False, "export a randomly initialised tower (smoke tests); no --checkpoint")
+    allow_torchscript: bool = _opt(False, TORCHSCRIPT_HELP)
 
     def validate(self) -> None:
         if not self.model:
@@ -573,8 +584,8 @@ class ExportConfig:
             raise ConfigError("--checkpoint is required (or --random-init for a smoke test)")
         if self.checkpoint and self.random_init:
             raise ConfigError("--checkpoint and --random-init exclude each other")
-        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
-            raise ConfigError(f"--checkpoint {self.checkpoint}: no such file")
+        if self.checkpoint and not Path(self.checkpoint).expanduser().exists():
+            raise ConfigError(f"--checkpoint {self.checkpoint}: no such file or folder")
         if self.image_size < 0:
             raise ConfigError(f"--image-size must be positive (or 0 for the model's own), got {self.image_size}")
         if self.interpolation not in MODES:
@@ -585,5 +596,5 @@ def run_export(cfg: ExportConfig) -> Path:
     return export_vision_tower(
         cfg.checkpoint or None, cfg.model, cfg.image_size or None, cfg.output, legacy_layout=cfg.legacy_layout,
         interpolation=cfg.interpolation, align_corners=cfg.align_corners, force_quick_gelu=cfg.force_quick_gelu,
-        legacy_position_ids=cfg.legacy_position_ids,
+        legacy_position_ids=cfg.legacy_position_ids, allow_torchscript=cfg.allow_torchscript,
     )

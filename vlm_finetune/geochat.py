@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from vlm_finetune.interpolate import interpolate_pos_embed
+from vlm_finetune.weights import check_weight_folder, first_line, read_json, read_json_object, read_weight_file
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,28 @@ def interpolate_position_embeddings(weight: torch.Tensor, grid: int) -> torch.Te
 
 def _check_dir(path, what: str) -> Path:
     p = Path(path)
+    if p.is_file():
+        raise GeoChatError(f"{what} {p} is a file (expected a directory)")
     if not p.is_dir():
         raise GeoChatError(f"{what} not found: {p} (expected a directory)")
     return p
+
+
+def check_model_dir(path, what: str) -> Path:
+    """A transformers model folder checked cheaply before anything is loaded: a ``config.json`` holding a json
+    object, and weight files that are present, not empty and not truncated (headers only; see
+    :mod:`vlm_finetune.weights`). Problems are one-line GeoChatErrors naming the file."""
+    p = _check_dir(path, what)
+    if not (p / "config.json").is_file():
+        raise GeoChatError(f"{p} has no config.json: not a transformers model folder ({what})")
+    read_json_object(p / "config.json", GeoChatError, "config object")
+    check_weight_folder(p, GeoChatError)
+    return p
+
+
+def _loading_error(what: str, path, exc: BaseException) -> GeoChatError:
+    """A loader's (often multi-line) exception as one GeoChatError line naming the folder."""
+    return GeoChatError(f"cannot load {what} from {path}: {first_line(exc)}")
 
 
 def resize_vision_tower(tower, image_size: int):
@@ -112,13 +132,11 @@ def load_vision_tower(vision_dir, image_size: int | None = None, dtype: torch.dt
     """``CLIPVisionModel.from_pretrained(vision_dir)`` resized to ``image_size`` px (None = the tower's own)."""
     from transformers import CLIPVisionModel
 
-    vision_dir = _check_dir(vision_dir, "vision tower directory")
-    if not (vision_dir / "config.json").exists():
-        raise GeoChatError(f"{vision_dir} has no config.json: not a Hugging Face CLIP vision directory")
+    vision_dir = check_model_dir(vision_dir, "vision tower directory")
     try:
         tower = CLIPVisionModel.from_pretrained(str(vision_dir))
-    except (OSError, ValueError, KeyError) as exc:
-        raise GeoChatError(f"cannot load a CLIP vision tower from {vision_dir}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
+        raise _loading_error("a CLIP vision tower", vision_dir, exc) from None
     if image_size is not None:
         tower = resize_vision_tower(tower, image_size)
     if dtype is not None:
@@ -145,7 +163,11 @@ def load_image_processor(vision_dir, image_size: int | None = None):
     if not (vision_dir / "preprocessor_config.json").exists():
         raise GeoChatError(f"{vision_dir} has no preprocessor_config.json (the tower's CLIPImageProcessor); "
                            "save one beside the tower with CLIPImageProcessor(...).save_pretrained(dir)")
-    processor = CLIPImageProcessor.from_pretrained(str(vision_dir))
+    read_json_object(vision_dir / "preprocessor_config.json", GeoChatError, "image processor config")
+    try:
+        processor = CLIPImageProcessor.from_pretrained(str(vision_dir))
+    except Exception as exc:  # noqa: BLE001
+        raise _loading_error("a CLIPImageProcessor", vision_dir, exc) from None
     return sized_image_processor(processor, image_size) if image_size is not None else processor
 
 
@@ -189,12 +211,7 @@ def projector_state_dict(weights) -> dict[str, torch.Tensor]:
         path = Path(weights)
         if not path.is_file():
             raise GeoChatError(f"projector weights not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            weights = load_file(str(path))
-        else:
-            weights = torch.load(str(path), map_location="cpu", weights_only=True)
+        weights = read_weight_file(path, GeoChatError)
     out: dict[str, torch.Tensor] = {}
     for key, value in weights.items():
         m = re.match(r"^(?:.*?(?:mm_projector|multi_modal_projector)\.)?(0|2|linear_1|linear_2)\.(weight|bias)$", key)
@@ -240,12 +257,15 @@ def load_tokenizer(path):
     from transformers import AutoTokenizer
 
     p = _check_dir(path, "tokenizer directory")
+    for name in ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (p / name).is_file():
+            read_json(p / name, GeoChatError)
     try:
         with warnings.catch_warnings():  # AutoTokenizer also parses an original LLaVA config.json (rope_scaling: null)
             warnings.filterwarnings("ignore", message=".*rope_scaling.*", category=FutureWarning)
             return AutoTokenizer.from_pretrained(str(p))
-    except (OSError, ValueError, ImportError) as exc:
-        raise GeoChatError(f"cannot load a tokenizer from {p}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for a malformed tokenizer.json
+        raise _loading_error("a tokenizer", p, exc) from None
 
 
 def prepare_tokenizer(tokenizer, image_token: str = IMAGE_TOKEN) -> int:
@@ -357,11 +377,11 @@ def _load_llm(llm, dtype):
     if isinstance(llm, PreTrainedConfig):
         model = AutoModelForCausalLM.from_config(llm)
         return model.to(dtype) if dtype is not None else model
-    path = _check_dir(llm, "language model directory")
+    path = check_model_dir(llm, "language model directory")
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), **({"dtype": dtype} if dtype is not None else {}))
-    except (OSError, ValueError, KeyError) as exc:
-        raise GeoChatError(f"cannot load a causal language model (LlamaForCausalLM) from {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
+        raise _loading_error("a causal language model (LlamaForCausalLM)", path, exc) from None
 
 
 def finish_tokens(model, tokenizer=None, image_token_index: int | None = None, pad_to_multiple_of: int | None = None,
@@ -514,20 +534,43 @@ def load_geochat(model_dir, dtype: Any = None):
     holds one, else LlavaProcessor from its tokenizer + image processor, else its image processor, else None)."""
     from transformers import AutoProcessor, CLIPImageProcessor, LlavaForConditionalGeneration
 
-    model_dir = _check_dir(model_dir, "GeoChat (HF Llava) directory")
+    model_dir = check_geochat_dir(model_dir)
     kwargs = {"dtype": dtype} if dtype is not None else {}
     try:
         model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise GeoChatError(f"cannot load an HF Llava model from {model_dir}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
+        raise _loading_error("an HF Llava model", model_dir, exc) from None
     processor = None
-    if (model_dir / "processor_config.json").exists():
-        processor = AutoProcessor.from_pretrained(str(model_dir))
-    elif (model_dir / "preprocessor_config.json").exists():
-        image_processor = CLIPImageProcessor.from_pretrained(str(model_dir))
-        processor = image_processor
-        if has_tokenizer_files(model_dir):
-            processor = make_processor(image_processor, load_tokenizer(model_dir), model.config.vision_config)
-    elif has_tokenizer_files(model_dir):
-        processor = load_tokenizer(model_dir)
+    try:
+        if (model_dir / "processor_config.json").exists():
+            processor = AutoProcessor.from_pretrained(str(model_dir))
+        elif (model_dir / "preprocessor_config.json").exists():
+            image_processor = CLIPImageProcessor.from_pretrained(str(model_dir))
+            processor = image_processor
+            if has_tokenizer_files(model_dir):
+                processor = make_processor(image_processor, load_tokenizer(model_dir), model.config.vision_config)
+        elif has_tokenizer_files(model_dir):
+            processor = load_tokenizer(model_dir)
+    except GeoChatError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _loading_error("the processor (tokenizer + image processor)", model_dir, exc) from None
     return model, processor
+
+
+def check_geochat_dir(model_dir) -> Path:
+    """Cheap checks of an HF Llava GeoChat folder before its weights are loaded (see :func:`check_model_dir`); the
+    processor files that exist must be valid json."""
+    model_dir = check_model_dir(model_dir, "GeoChat (HF Llava) directory")
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        if (model_dir / name).is_file():
+            read_json(model_dir / name, GeoChatError)
+    return model_dir
+
+
+def has_llava_processor_files(model_dir) -> bool:
+    """True when ``model_dir`` can give a LlavaProcessor: ``processor_config.json``, or an image processor
+    (``preprocessor_config.json``) plus tokenizer files."""
+    p = Path(model_dir)
+    return (p / "processor_config.json").is_file() or (
+        (p / "preprocessor_config.json").is_file() and has_tokenizer_files(p))

@@ -25,21 +25,48 @@ class InferConfig:
             raise ConfigError("--model, --image and --prompt are required")
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device {self.device!r}: use cpu or cuda")
+
+
+def read_image(path):
+    """The image at ``path`` as RGB (fully decoded), or an EvalError naming the file."""
+    from PIL import Image
+
+    p = Path(path)
+    if p.is_dir():
+        raise EvalError(f"--image {p} is a folder (expected an image file)")
+    try:
+        with Image.open(p) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - missing, not an image, truncated data, decompression bomb
+        raise EvalError(f"{p}: cannot read the image ({type(exc).__name__}: {exc})") from None
+
+
+def output_path(cfg: InferConfig) -> Path:
+    """Where the drawn image goes, checked before the model loads: an existing folder, a missing parent folder or
+    an extension PIL cannot write are EvalErrors."""
+    from PIL import Image
+
+    out = Path(cfg.output) if cfg.output else Path(cfg.image).with_name(Path(cfg.image).stem + "_boxes.png")
+    if out.is_dir():
+        raise EvalError(f"--output {out} is a folder (expected an image file name, e.g. scene_boxes.png)")
+    if not out.parent.is_dir():
+        raise EvalError(f"--output {out}: its folder {out.parent} does not exist")
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise EvalError(f"--output {out}: unknown image extension {out.suffix!r} (use .png or .jpg)")
+    return out
 
 
 def run_infer(cfg: InferConfig) -> dict:
     """Answer ``cfg.prompt``; boxes in the answer (``{<x1><y1><x2><y2>|θ}``) are parsed, malformed ones counted
-    (never an error), and drawn on a copy of the image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(cfg.image).convert("RGB")
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise EvalError(f"{cfg.image}: cannot read the image ({exc})") from None
+    (never an error), and drawn on a copy of the image. The image and output path are checked before the model
+    loads."""
+    image = read_image(cfg.image)
+    out = output_path(cfg)
     model, processor = load_for_inference(cfg.model, cfg.adapter or None, cfg.device)
     answer = answer_question(model, processor, image, cfg.prompt, cfg.max_new_tokens)
     parsed = parse_boxes(answer)
-    out = Path(cfg.output) if cfg.output else Path(cfg.image).with_name(Path(cfg.image).stem + "_boxes.png")
     draw_boxes(image, parsed.boxes, (230, 0, 0), width=max(2, min(image.size) // 150)).save(out)
     print(answer)
     return {"answer": answer, "boxes": [b.__dict__ for b in parsed.boxes], "n_malformed_boxes": parsed.n_malformed,

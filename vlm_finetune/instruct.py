@@ -58,6 +58,8 @@ def validate_record(rec, index: int) -> None:
         raise InstructError(f"{name}: must be an object, got {type(rec).__name__}")
     if not rec.get("image"):
         raise InstructError(f"{name}: missing 'image' (a path relative to the image folder)")
+    if not isinstance(rec["image"], str):
+        raise InstructError(f"{name}: 'image' must be a path string, got {type(rec['image']).__name__}")
     conv = rec.get("conversations")
     if not isinstance(conv, list) or len(conv) < 2:
         raise InstructError(f"{name}: 'conversations' must be a list of at least one human and one gpt turn")
@@ -81,9 +83,14 @@ def load_json_records(path, error: type[Exception] = None):
     """The parsed content of a ``.json`` or ``.jsonl`` file; a missing or malformed file raises ``error`` naming it."""
     error = error or InstructError
     path = Path(path)
+    if path.is_dir():
+        raise error(f"data file {path} is a folder (expected a LLaVA-format .json or .jsonl file)")
     if not path.is_file():
         raise error(f"data file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a UTF-8 json file ({exc.reason} at byte {exc.start})") from None
     try:
         if path.suffix == ".jsonl":
             return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -130,7 +137,11 @@ class InstructConfig:
         for item in self.input:
             parse_input(item)
         if self.max_boxes_per_phrase < 1:
-            raise ConfigError("max_boxes_per_phrase must be >= 1")
+            raise ConfigError(f"max_boxes_per_phrase must be >= 1, got {self.max_boxes_per_phrase}")
+        if self.max_objects < 1:
+            raise ConfigError(f"max_objects must be >= 1, got {self.max_objects}")
+        if not self.tasks:
+            raise ConfigError(f"tasks must name at least one of {', '.join(TASKS)}")
 
 
 def parse_input(item: str) -> tuple[str, str]:
@@ -267,6 +278,7 @@ def build_instruct(inputs, cfg: InstructConfig | None = None, seed: int | None =
     a seed. ``stats`` (a dict) receives per-task counts and skipped records."""
     from shards.build_config import BuildConfig
     from shards.readers import read_records
+    from shards.record import Record
 
     cfg = cfg or InstructConfig()
     seed = cfg.seed if seed is None else seed
@@ -283,9 +295,12 @@ def build_instruct(inputs, cfg: InstructConfig | None = None, seed: int | None =
     for fmt, path in inputs:
         source = f"{fmt}:{Path(path).name}"
         try:
-            records = list(read_records(fmt, Path(path), source, build_cfg))
+            items = list(read_records(fmt, Path(path), source, build_cfg))
         except (ValueError, FileNotFoundError) as exc:
             raise InstructError(str(exc)) from None
+        # readers yield DatasetIssues (e.g. an annotation of no image) between their records: counted, not samples
+        records = [r for r in items if isinstance(r, Record)]
+        stats["dataset_issues"] = stats.get("dataset_issues", 0) + len(items) - len(records)
         records.sort(key=lambda r: r.rel_path)
         classes = sorted({_human(o.cls) for r in records for o in r.objects})
         scene_classes = sorted({_human(r.label) for r in records if r.label is not None})
@@ -310,9 +325,16 @@ def run_build_instruct(cfg: InstructConfig) -> dict:
     """The CLI: build, write ``cfg.output`` (json list), return a summary (image root, counts)."""
     if not cfg.output:
         raise InstructError("--output JSON is required")
+    out = Path(cfg.output)
+    if out.is_dir():
+        raise InstructError(f"--output {out} is a folder (expected the path of the .json file to write)")
+    if cfg.image_root and not Path(cfg.image_root).is_dir():
+        raise InstructError(f"--image-root {cfg.image_root}: no such folder")
     stats: dict = {}
     data = build_instruct(cfg.input, cfg, stats=stats)
-    out = Path(cfg.output)
+    if not data:
+        raise InstructError(f"no instruction records from {', '.join(cfg.input)} for tasks {', '.join(cfg.tasks)} "
+                            f"({stats.get('skipped', 0)} images skipped); nothing written to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
     report = write_instruct_report(data, Path(stats["image_root"]), out.with_name(out.stem + "_report.html"))

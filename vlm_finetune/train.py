@@ -6,13 +6,21 @@ swapped RS vision tower needs its projector trained); lr 2e-4, cosine, warmup 3 
 
 Outputs: ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA merged in, ``save_geochat``, loads with
 ``load_geochat``), ``OUTPUT/checkpoint-*`` (Trainer checkpoints, ``--resume``), ``OUTPUT/finetune.json`` (summary).
+
+Cheap checks come before the model is loaded (:func:`check_inputs`): every setting, the paths, the instruction json
+and each record's image (missing or unreadable images are dropped and counted by reason; none left is an error naming
+the json and the first bad file), the model folder's config, processor files and weight headers. The main process
+holds ``OUTPUT/.lock`` (:class:`shards.guards.RunLock`) for the whole run, so a second run on a folder that a live run
+is writing is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +64,7 @@ class FinetuneConfig:
     report_to: str = field(default="none", metadata={"help": "none or wandb (run offline: WANDB_MODE=offline)"})
     logging_steps: int = field(default=10, metadata={"help": "log every this many steps"})
     save_steps: int = field(default=500, metadata={"help": "checkpoint every this many steps"})
-    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (0 = keep all)"})
     num_workers: int = field(default=2, metadata={"help": "dataloader workers"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     merge: bool = field(default=True, metadata={"help": "also write OUTPUT/merged (LoRA merged into the weights)"})
@@ -65,16 +73,32 @@ class FinetuneConfig:
         for key in ("model", "data", "images", "output"):
             if not getattr(self, key):
                 raise ConfigError(f"--{key} is required")
-        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise ConfigError("lora_r must be >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1")
+        if self.lora_r < 1:
+            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.bf16 not in ("auto", "true", "false"):
             raise ConfigError(f"bf16 must be auto, true or false, got {self.bf16!r}")
         if self.report_to not in ("none", "wandb", "tensorboard"):
             raise ConfigError(f"report_to must be none, wandb or tensorboard, got {self.report_to!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_length < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("max_length, batch_size and grad_accum must be >= 1")
+        for key in ("max_length", "batch_size", "grad_accum", "logging_steps", "save_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps < -1 or self.max_steps == 0:
+            raise ConfigError(f"max_steps must be >= 1, or -1 to let epochs decide, got {self.max_steps}")
+        for key in ("save_total_limit", "num_workers", "seed"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
 class FinetuneError(ValueError):
@@ -139,8 +163,71 @@ def _resume_arg(cfg: FinetuneConfig):
     return cfg.resume
 
 
+def _check_paths(cfg: FinetuneConfig) -> None:
+    """The folders and files the run reads or writes, and the scheduler name: one-line errors naming them."""
+    from transformers.trainer_utils import SchedulerType
+
+    images = Path(cfg.images)
+    if not images.is_dir():
+        what = "a file, not a folder" if images.exists() else "no such folder"
+        raise FinetuneError(f"--images {images}: {what} (the folder the records' image paths are relative to)")
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise FinetuneError(f"--output {out}: exists and is not a folder")
+    for flag, value in (("--deepspeed", cfg.deepspeed), ("--fsdp-config", cfg.fsdp_config)):
+        if value and not Path(value).is_file():
+            raise FinetuneError(f"{flag} {value}: no such json file")
+    schedulers = [s.value for s in SchedulerType]
+    if cfg.lr_scheduler not in schedulers:
+        raise FinetuneError(f"--lr-scheduler {cfg.lr_scheduler!r} is not one of {', '.join(schedulers)}")
+
+
+def check_inputs(cfg: FinetuneConfig):
+    """Everything that can be checked before the (large) model is loaded, cheapest first: paths, the model folder
+    (config, processor files, weight headers), the instruction json, each record's image (stat + header). Returns
+    the records with usable images (:class:`vlm_finetune.data.ScreenedRecords`)."""
+    from vlm_finetune.data import screen_images
+    from vlm_finetune.geochat import check_geochat_dir, has_llava_processor_files
+    from vlm_finetune.instruct import read_instruct_json
+
+    _check_paths(cfg)
+    check_geochat_dir(cfg.model)
+    if not has_llava_processor_files(cfg.model):
+        raise FinetuneError(f"{cfg.model} has no LlavaProcessor (processor_config.json, or preprocessor_config.json + "
+                            "tokenizer files); convert_geochat writes one")
+    records = read_instruct_json(cfg.data)
+    if not records:
+        raise FinetuneError(f"{cfg.data}: holds no records")
+    screened = screen_images(records, cfg.images, str(cfg.data))
+    if not screened.records:
+        raise FinetuneError(f"{cfg.data}: none of its {len(records)} records has a usable image under {cfg.images} "
+                            f"({screened.describe_drops()})")
+    return screened
+
+
+def is_main_process() -> bool:
+    """World process zero (``RANK`` unset or 0): the one process that holds the output lock and writes summaries."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def output_lock(output: str | Path):
+    """``RunLock`` on ``output`` in the main process (a second run on a folder a live run holds is refused with
+    OutputBusyError); nothing in the other ranks."""
+    from shards.guards import RunLock
+
+    return RunLock(output, what="fine-tuning run") if is_main_process() else contextlib.nullcontext()
+
+
 def train(cfg: FinetuneConfig, callbacks=None) -> dict:
-    """Fine-tune; returns a summary (losses, steps, output folders, trainable parameter counts)."""
+    """Fine-tune; returns a summary (losses, steps, output folders, trainable parameter counts, dropped records).
+    Inputs are checked before the model is loaded; the output folder is locked for the run (see the module doc)."""
+    screened = check_inputs(cfg)
+    resume = _resume_arg(cfg)
+    with output_lock(cfg.output):
+        return _train(cfg, screened, resume, callbacks)
+
+
+def _train(cfg: FinetuneConfig, screened, resume, callbacks) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from vlm_finetune.data import GeoChatCollator, GeoChatDataset
@@ -150,10 +237,10 @@ def train(cfg: FinetuneConfig, callbacks=None) -> dict:
     model, processor = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
     if processor is None or not hasattr(processor, "tokenizer"):
         raise FinetuneError(f"{cfg.model} has no LlavaProcessor (tokenizer + image processor); convert_geochat writes one")
-    dataset = GeoChatDataset(cfg.data, cfg.images, processor, max_length=cfg.max_length,
+    dataset = GeoChatDataset(screened, cfg.images, processor, max_length=cfg.max_length,
                              image_seq_length=model.config.image_seq_length, pad_to_square=cfg.pad_to_square)
     if len(dataset) == 0:
-        raise FinetuneError(f"no usable samples in {cfg.data} ({len(dataset.dropped)} dropped: image tokens exceed "
+        raise FinetuneError(f"no usable samples in {cfg.data} (dropped: {dataset.screened.describe_drops()}; "
                             f"max_length {cfg.max_length})")
     model.config.use_cache = False
     targets = lora_target_names(model)  # before peft wraps each linear into base_layer + lora_A/B
@@ -170,16 +257,19 @@ def train(cfg: FinetuneConfig, callbacks=None) -> dict:
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         deepspeed=cfg.deepspeed, fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, dataloader_num_workers=cfg.num_workers,
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,  # 0 = keep every checkpoint
+        dataloader_num_workers=cfg.num_workers,
         remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True)
     trainer = Trainer(model=peft_model, args=args, train_dataset=dataset, callbacks=callbacks,
                       data_collator=GeoChatCollator(processor.tokenizer.pad_token_id))
-    result = trainer.train(resume_from_checkpoint=_resume_arg(cfg))
+    result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {"steps": trainer.state.global_step, "train_loss": result.training_loss,
                "train_runtime": result.metrics.get("train_runtime"), "losses": losses,
-               "samples": len(dataset), "dropped": dataset.dropped, "truncated": dataset.truncated,
+               "samples": len(dataset), "dropped": {k: len(v) for k, v in dataset.dropped.items()},
+               "dropped_examples": {k: v[:20] for k, v in dataset.dropped.items() if v},
+               "dropped_first": dataset.screened.first, "truncated": dataset.truncated,
                "trainable_params": trainable, "total_params": total, "bf16": bf16,
                "lora_targets": targets, "config": to_dict(cfg)}
     if trainer.is_world_process_zero():

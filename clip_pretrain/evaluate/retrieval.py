@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip_pretrain.models import TORCHSCRIPT_HELP
 from shards.build_config import ImageConfig
 from shards.config import ConfigError, to_dict
 from shards.imageio import decode
 from shards.readers._common import first_existing_dir, load_json_file
 from shards.readers.captions import IMAGE_DIRS, caption_json_files, parse_entry
-from shards.record import AnnotationError, SampleSkip
+from shards.record import AnnotationError, LayoutError, SampleSkip
 from shards.writer import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -304,11 +305,13 @@ def load_karpathy_eval_set(captions: str | Path, images: str | Path | None = Non
         raise EvalError(f"{root}: caption json not found")
     try:
         json_files = caption_json_files(root)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, LayoutError) as exc:
         raise EvalError(str(exc)) from None
     data_root = root if root.is_dir() else root.parent
     if images is not None:
         images_dir = Path(images).expanduser()
+        if images_dir.is_file():
+            raise EvalError(f"{images_dir}: a file, not an image folder (--images takes the folder of the json's images)")
         if not images_dir.is_dir():
             raise EvalError(f"{images_dir}: image folder not found")
     else:
@@ -433,9 +436,14 @@ def load_shard_eval_set(pattern: str | Path) -> EvalSet:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; a device name torch does not know, or CUDA asked for on a machine
+    without it, is an EvalError."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EvalError(f"device {str(device)!r} is not a device name (use cpu, cuda, cuda:N or auto)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EvalError(f"device {str(device)!r} asked for, but CUDA is not available here (use --device cpu)")
     return dev
@@ -561,6 +569,7 @@ class RetrievalEvalConfig:
     workers: int = field(default=4, metadata={"help": "image decoding worker processes (0 = in the main process)"})
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "recall cut-offs"})
     report_queries: int = field(default=10, metadata={"help": "queries per direction shown in report.html (0 = no report)"})
+    allow_torchscript: bool = field(default=False, metadata={"help": TORCHSCRIPT_HELP})
 
     def validate(self) -> None:
         if not self.model:
@@ -578,6 +587,8 @@ class RetrievalEvalConfig:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"ks must be positive integers, got {self.ks}")
+        if self.report_queries < 0:
+            raise ConfigError(f"report_queries must be >= 0 (0 = no report), got {self.report_queries}")
 
 
 def load_eval_set(cfg: RetrievalEvalConfig) -> EvalSet:
@@ -586,9 +597,11 @@ def load_eval_set(cfg: RetrievalEvalConfig) -> EvalSet:
     return load_karpathy_eval_set(cfg.captions, cfg.images, cfg.split)
 
 
-def load_bundle(model: str, checkpoint: str | None, device: torch.device, init_seed: int = 0):
+def load_bundle(model: str, checkpoint: str | None, device: torch.device, init_seed: int = 0,
+                allow_torchscript: bool = False):
     """``create_clip`` with a local checkpoint, or a random init drawn with ``init_seed`` (so a chance baseline
-    is the same on every run; the caller's RNG state is left untouched)."""
+    is the same on every run; the caller's RNG state is left untouched). A TorchScript checkpoint is refused
+    unless ``allow_torchscript`` (loading it runs code from the file)."""
     from clip_pretrain.models import create_clip
 
     if checkpoint is None:
@@ -598,7 +611,34 @@ def load_bundle(model: str, checkpoint: str | None, device: torch.device, init_s
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise EvalError(f"{checkpoint}: checkpoint file not found")
-    return create_clip(model, pretrained=str(path), device=device)  # a folder (run dir, hub snapshot) is resolved there
+    # a folder (run dir, hub snapshot) is resolved there
+    return create_clip(model, pretrained=str(path), device=device, allow_torchscript=allow_torchscript)
+
+
+def check_output_dir(output: str | Path) -> Path:
+    """The output folder as a Path; an existing file there is an EvalError (before any model is loaded)."""
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--output {out}: exists and is not a folder")
+    return out
+
+
+def check_model_inputs(model: str, checkpoint: str | None) -> None:
+    """Cheap checks of the model name and checkpoint path, before any eval set is embedded or model built."""
+    from clip_pretrain.models import check_model_name
+
+    check_model_name(model)
+    if checkpoint is not None and not Path(checkpoint).expanduser().exists():
+        raise EvalError(f"{checkpoint}: checkpoint file not found")
+
+
+def check_images_present(eval_set: EvalSet, sample: int = 32) -> None:
+    """A wrong image folder is the usual mistake with a caption json: when none of the first ``sample`` listed image
+    files exists, stop before the model is loaded (a few missing files are skipped and counted later)."""
+    files = [item.path for item in eval_set.items[:sample] if item.offset < 0]
+    if files and not any(f.is_file() for f in files):
+        raise EvalError(f"{eval_set.source}: none of the first {len(files)} listed images exists (first: {files[0]}); "
+                        "pass the folder that holds them as --images")
 
 
 def embed_eval_set(bundle, eval_set: EvalSet, device: torch.device, batch_size: int = 64, workers: int = 0):
@@ -620,12 +660,15 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, bundle=None) -> dict[str, Any]:
     """
     cfg.validate()
     t0 = time.perf_counter()
-    eval_set = load_eval_set(cfg)
     device = resolve_device(cfg.device)
-    out = Path(cfg.output).expanduser()
+    out = check_output_dir(cfg.output)
+    if bundle is None:
+        check_model_inputs(cfg.model, cfg.checkpoint)
+    eval_set = load_eval_set(cfg)
+    check_images_present(eval_set)
     out.mkdir(parents=True, exist_ok=True)
     if bundle is None:
-        bundle = load_bundle(cfg.model, cfg.checkpoint, device)
+        bundle = load_bundle(cfg.model, cfg.checkpoint, device, allow_torchscript=cfg.allow_torchscript)
     log.info("retrieval eval: %d images listed from %s", len(eval_set.items), eval_set.source)
     t1 = time.perf_counter()
     image_emb, text_emb, text_to_image, items, skipped = embed_eval_set(bundle, eval_set, device, cfg.batch_size, cfg.workers)

@@ -23,11 +23,14 @@ import numpy as np
 
 from clip_pretrain.evaluate.retrieval import (
     EvalError,
+    check_model_inputs,
+    check_output_dir,
     encode_images,
     encode_texts,
     load_bundle,
     resolve_device,
 )
+from clip_pretrain.models import TORCHSCRIPT_HELP
 from shards.config import ConfigError, to_dict
 from shards.readers._common import list_images
 from shards.writer import atomic_write_json
@@ -57,6 +60,8 @@ class ClassFolders:
 def list_class_folders(root: str | Path) -> ClassFolders:
     """Every non-hidden sub-folder of ``root`` holding images (searched recursively) is a class, sorted by name."""
     root = Path(root).expanduser()
+    if root.is_file():
+        raise EvalError(f"{root}: a file, not a class-folder root (expected a folder <root>/<class>/<image>)")
     if not root.is_dir():
         raise EvalError(f"{root}: class-folder root not found (expected <root>/<class>/<image>)")
     classes, images, labels, empty = [], [], [], []
@@ -151,6 +156,7 @@ class ZeroShotConfig:
     batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
     workers: int = field(default=4, metadata={"help": "image decoding worker processes (0 = in the main process)"})
+    allow_torchscript: bool = field(default=False, metadata={"help": TORCHSCRIPT_HELP})
 
     def validate(self) -> None:
         if not self.model:
@@ -175,16 +181,18 @@ def evaluate_zeroshot(cfg: ZeroShotConfig, bundle=None) -> dict[str, Any]:
     ``predictions.csv`` into ``cfg.output`` and returns the metrics."""
     cfg.validate()
     t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    out = check_output_dir(cfg.output)
+    if bundle is None:
+        check_model_inputs(cfg.model, cfg.checkpoint)
     folders = list_class_folders(cfg.data)
     unknown = sorted(set(cfg.class_names) - set(folders.classes))
     if unknown:
         raise EvalError(f"class_names overrides unknown class folders {unknown} (classes: {folders.classes})")
     prompts = [str(cfg.class_names.get(c, normalise_class_name(c))) for c in folders.classes]
-    device = resolve_device(cfg.device)
-    out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     if bundle is None:
-        bundle = load_bundle(cfg.model, cfg.checkpoint, device)
+        bundle = load_bundle(cfg.model, cfg.checkpoint, device, allow_torchscript=cfg.allow_torchscript)
     t1 = time.perf_counter()
     class_emb = class_text_embeddings(bundle.model, bundle.tokenizer, prompts, cfg.templates, device)
     image_emb, kept, skipped = encode_images(bundle.model, bundle.preprocess_val, folders.images, device,
