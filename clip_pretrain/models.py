@@ -103,17 +103,18 @@ def refuse_torchscript(path: Path) -> None:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, at most ~200 characters (some errors, e.g. an IndexError from a
-    zero-byte file, have no message at all)."""
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first sentence of the message`` (at most ``limit`` characters), or the type alone when there is none
+    (an IndexError from a zero-byte file has no message); for ``torch.load(weights_only=True)`` refusing a pickled
+    object, its reason rather than the advice around it. Every weights loader's one-line errors use it."""
     refused = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
-    if refused:  # torch.load(weights_only=True) refusing a pickled object: its reason, not the advice around it
+    if refused:
         return f"it holds objects other than tensors, refused by torch.load(weights_only=True): " \
                f"{refused.group(1).split('. ')[0]}"
     lines = str(exc).strip().splitlines()
     text = lines[0].split(". ")[0] if lines else ""  # the first sentence: the advice after it is torch's, not ours
-    if len(text) > 200:
-        text = text[:200].rsplit(" ", 1)[0] + " ..."
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -149,19 +150,19 @@ def read_state_dict(path: str | Path, allow_torchscript: bool = False) -> dict[s
             return _strip_prefixes(load_file(str(path), device="cpu"))
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError...: a truncated or foreign file
             raise CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupt? "
-                                  f"({_first_line(exc)})") from None
+                                  f"({first_line(exc)})") from None
     if is_torchscript(path):
         if not allow_torchscript:
             refuse_torchscript(path)
         try:
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception as exc:  # noqa: BLE001 - a broken archive raises RuntimeError and others
-            raise CheckpointError(f"{path}: not a readable TorchScript archive ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: not a readable TorchScript archive ({first_line(exc)})") from None
         return {k: v for k, v in state.items() if k not in OPENAI_EXTRA_KEYS}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad file
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if not reason.startswith("it holds"):
             reason = "truncated or corrupt? " + reason
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
@@ -343,7 +344,7 @@ def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], so
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{source}: weights do not fit the model: {_first_line(exc)}") from None
+        raise CheckpointError(f"{source}: weights do not fit the model: {first_line(exc)}") from None
 
 
 def check_model_name(name: str) -> None:

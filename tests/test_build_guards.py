@@ -22,6 +22,7 @@ from shards.guards import RunLock
 from shards.readers import read_records
 from shards.record import DatasetIssue, Record
 from shards.writer import write_shard
+from tests.hostile.files import exif_jpeg
 
 
 def png(path: Path, w: int = 64, h: int = 48, seed: int = 0) -> Path:
@@ -284,17 +285,6 @@ def test_annotation_paths_outside_the_dataset_are_never_read(tmp_path):
 
 
 # ---------------------------------------------------------------- 14: EXIF orientation
-
-
-def exif_jpeg(path: Path, orientation: int) -> Path:
-    """A 80x40 stored image, dark but for a bright 10x10 square at stored (60..70, 5..15), tagged ``orientation``."""
-    pixels = np.full((40, 80, 3), 30, np.uint8)
-    pixels[5:15, 60:70] = 240
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, format="JPEG", quality=95, exif=exif.tobytes())
-    return path
 
 
 @pytest.mark.parametrize("mode", ["apply", "ignore"])

@@ -413,3 +413,23 @@ def test_stop_flag_stops_when_the_launcher_pid_changes(monkeypatch):
         assert stop.any_rank(info, torch.tensor(float("nan"))) == (False, True)
         monkeypatch.setattr(os, "getppid", lambda: 1)
         assert stop.any_rank(info) == (True, False) and stop.signal == signal.SIGTERM
+
+
+def test_a_fresh_run_never_writes_over_another_run(tiny, tmp_path, monkeypatch):
+    """Without --resume, an output folder that holds a run's checkpoints is refused (open_clip_train refuses an
+    existing experiment too); before any model is built, with the way on named."""
+    out = tmp_path / "used"
+    train(cfg_for(tiny, out), run_steps=2)
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").glob("step_*.pt")}
+    calls = no_model(monkeypatch)
+    with pytest.raises(ResumeError, match="already holds a training run.*--resume latest"):
+        train(cfg_for(tiny, out))
+    assert not calls
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").glob("step_*.pt")} == before
+    # a folder with only the log of a run killed before its first checkpoint starts afresh, its log reset
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "log.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n')
+    monkeypatch.undo()
+    train(cfg_for(tiny, fresh, max_steps=2))
+    assert [json.loads(x)["step"] for x in (fresh / "log.jsonl").read_text().splitlines()] == [1, 2]

@@ -11,30 +11,17 @@ the file. Tensors are only ever read with safetensors or ``torch.load(weights_on
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from clip_pretrain.models import first_line  # one rule for every loader's one-line errors
+
 # the weights of a transformers folder, in the order transformers tries them
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """``Type: first line of the message`` (at most ``limit`` characters), or the type alone when there is none; for
-    ``torch.load(weights_only=True)`` refusing a pickled object, its reason rather than the advice around it."""
-    refused = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
-    if refused:
-        return f"it holds objects other than tensors, refused by torch.load(weights_only=True): " \
-               f"{refused.group(1).split('. ')[0]}"
-    lines = str(exc).strip().splitlines()
-    text = lines[0].split(". ")[0] if lines else ""  # the first sentence: the advice after it is torch's, not ours
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def read_json(path: str | Path, error: type[Exception]) -> Any:
