@@ -27,3 +27,30 @@ def test_readme_table_is_generated_from_the_corpus():
     assert TABLE_START in readme and TABLE_END in readme, "README lacks the hostile-input table markers"
     current = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
     assert current == markdown_table(all_cases()).strip(), "README table is stale: run `python -m tests.hostile.corpus`"
+
+
+def test_pretrain_clip_corpus(tmp_path):
+    corpus("pretrain_clip.py", tmp_path)
+
+
+def test_eval_retrieval_corpus(tmp_path):
+    corpus("eval_retrieval.py", tmp_path)
+
+
+def test_eval_zeroshot_corpus(tmp_path):
+    corpus("eval_zeroshot.py", tmp_path)
+
+
+def test_export_vision_tower_corpus(tmp_path):
+    corpus("export_vision_tower.py", tmp_path)
+
+
+def test_finetune_geochat_corpus(tmp_path):
+    corpus("finetune_geochat.py", tmp_path)
+
+
+def test_geochat_tools_corpus(tmp_path):
+    """build_instruct, convert_geochat, geochat_infer, eval_geochat: one corpus run (they share the tiny GeoChat)."""
+    cases = [c for t in ("build_instruct.py", "convert_geochat.py", "geochat_infer.py", "eval_geochat.py") for c in cases_of(t)]
+    failures = run_corpus(cases, tmp_path)
+    assert not failures, "\n".join(failures)

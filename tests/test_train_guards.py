@@ -28,6 +28,7 @@ from clip_pretrain.train import TrainingDiverged, train
 from shards.config import ConfigError, load_config
 from shards.guards import OutputBusyError
 from shards.writer import BUILD_MARKER, SHARD_PATTERN, atomic_write_json, write_shard
+from tests.hostile.processes import HARNESS, LAUNCHER
 from tests.tiny_shards import sample_members, write_tiny_shards
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -352,40 +353,6 @@ def test_second_run_on_a_live_output_is_refused(tiny, tmp_path, capsys):
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert json.loads(stdout.decode().strip().splitlines()[-1])["status"] == "interrupted"
-
-
-LAUNCHER = r"""
-import json, os, subprocess, sys, time
-cmd, err = json.loads(sys.argv[1]), sys.argv[2]
-env = dict(os.environ, TORCHELASTIC_RUN_ID="test")
-with open(err, "w") as fh:
-    worker = subprocess.Popen(cmd, start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=fh)
-print(worker.pid, flush=True)
-time.sleep(150)
-"""
-
-HARNESS = r"""
-import ctypes, json, os, signal, subprocess, sys, time
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the orphaned worker is reparented to us, to reap
-launcher_code, cmd, err, log = sys.argv[1:5]
-launcher = subprocess.Popen([sys.executable, "-c", launcher_code, cmd, err], stdout=subprocess.PIPE, text=True)
-worker = int(launcher.stdout.readline())
-deadline = time.time() + 90
-while time.time() < deadline and not (os.path.exists(log) and open(log).read().count("\n") >= 2):
-    time.sleep(0.2)
-os.kill(launcher.pid, signal.SIGKILL)  # torchrun killed with -9
-launcher.wait()
-start = time.time()
-while time.time() - start < 60:
-    pid, status = os.waitpid(worker, os.WNOHANG)
-    if pid:
-        print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "seconds": round(time.time() - start, 1)}))
-        sys.exit(0)
-    time.sleep(0.2)
-os.kill(worker, signal.SIGKILL)
-os.waitpid(worker, 0)
-print(json.dumps({"rc": None}))
-"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and subreaper are Linux's")

@@ -39,6 +39,7 @@ class Case:
     check: Callable[[Path], None] | None = None  # raises AssertionError when the outcome is wrong
     timeout: float = 120.0
     before: Callable[[Path], object] | None = None  # runs after make and the snapshot, e.g. to hold a lock; returns a context manager
+    run: Callable[[Path, list[str]], tuple[int | None, str]] | None = None  # a process-level runner instead of main(argv)
 
     @property
     def slug(self) -> str:
@@ -131,7 +132,10 @@ def run_case(case: Case, ws: Path) -> Outcome:
     problems: list[str] = []
     try:
         with hold, deadline(case.timeout):
-            rc, stderr, crash = invoke(case.tool, argv)
+            if case.run is not None:
+                (rc, stderr), crash = case.run(ws, argv), None
+            else:
+                rc, stderr, crash = invoke(case.tool, argv)
     except Deadline as exc:
         return Outcome(case, None, "", [f"hang: {exc}"])
     if crash is not None:
@@ -169,9 +173,9 @@ def run_corpus(cases: list[Case], tmp: Path) -> list[str]:
 
 
 def all_cases() -> list[Case]:
-    from tests.hostile import build_cases
+    from tests.hostile import build_cases, eval_cases, train_cases, vlm_cases
 
-    return list(build_cases.CASES)
+    return [*build_cases.CASES, *train_cases.CASES, *eval_cases.CASES, *vlm_cases.CASES]
 
 
 def cases_of(tool: str) -> list[Case]:
