@@ -49,8 +49,22 @@ def test_finetune_geochat_corpus(tmp_path):
     corpus("finetune_geochat.py", tmp_path)
 
 
-def test_geochat_tools_corpus(tmp_path):
-    """build_instruct, convert_geochat, geochat_infer, eval_geochat: one corpus run (they share the tiny GeoChat)."""
-    cases = [c for t in ("build_instruct.py", "convert_geochat.py", "geochat_infer.py", "eval_geochat.py") for c in cases_of(t)]
-    failures = run_corpus(cases, tmp_path)
-    assert not failures, "\n".join(failures)
+def test_build_instruct_corpus(tmp_path):
+    corpus("build_instruct.py", tmp_path)
+
+
+def test_convert_geochat_corpus(tmp_path):
+    corpus("convert_geochat.py", tmp_path)
+
+
+def test_geochat_infer_corpus(tmp_path):
+    corpus("geochat_infer.py", tmp_path)
+
+
+def test_eval_geochat_corpus(tmp_path):
+    corpus("eval_geochat.py", tmp_path)
+
+
+def test_every_tool_has_a_corpus_test():
+    tested = {name[len("test_"):-len("_corpus")] + ".py" for name in globals() if name.endswith("_corpus")}
+    assert {c.tool for c in all_cases()} <= tested
