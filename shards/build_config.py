@@ -15,11 +15,14 @@ class ImageConfig:
     jpeg_quality: int = field(default=95, metadata={"help": "quality when a sample must be re-encoded"})
     high_bit_percentiles: list[float] = field(
         default_factory=lambda: [2.0, 98.0],
-        metadata={"help": "per-band percentile stretch used to bring 16-bit/float images to 8 bit"},
+        metadata={"help": "per-band percentile stretch used to bring 16-bit/float images to 8 bit (applied to each picked band; "
+                          "NaN and a TIFF's GDAL nodata value are left out of the percentiles and come out black)"},
     )
     bands: list[int] = field(
         default_factory=lambda: [0, 1, 2],
-        metadata={"help": "which bands of a multi-band (e.g. 4-band RGBN) image are R,G,B (0-based)"},
+        metadata={"help": "which bands of every image are R,G,B (0-based, file order; e.g. 3 2 1 for Sentinel-2 true colour). "
+                          "With the default 0 1 2 an image with 1 or 2 bands is shown grey from band 0; otherwise an "
+                          "image lacking a band asked for is skipped as band_out_of_range"},
     )
     exif_orientation: str = field(
         default="apply",
