@@ -6,7 +6,8 @@ Random unit-norm float32 embeddings (queries and database drawn independently, s
 the top ``k`` database rows by inner product for every query, with bounded memory:
 
 * faiss: ``clip_pretrain.evaluate.retrieval.FlatIPSearcher`` (IndexFlatIP, CPU here; a GPU index when faiss has
-  GPUs) searched ``--search-batch`` queries at a time, ids re-sorted by (score desc, id asc) as the metric does;
+  GPUs) searched ``--search-batch`` queries at a time, ids re-sorted by (score desc, id asc) (``recall_at_k``
+  searches ``max(ks) + 1`` this way and settles ties at a cut-off with torch.topk, see its module doc);
 * torch: per block of ``--torch-batch`` queries, the database in chunks of ``--db-chunk`` rows: matmul, topk of
   the chunk, then topk of the merged candidates; the largest temporary is torch-batch x db-chunk floats.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from html import unescape as html_unescape
 from pathlib import Path
 
 import numpy as np
@@ -156,13 +157,14 @@ def test_any_of_several_positives_is_a_hit():
     assert_same(res, slow_recall_at_k(img, txt, t2i, ks=(1, 2)))
 
 
-def test_ties_go_to_the_lower_index():
-    # 12 identical images (exact ties for every text) and one caption per image, all identical too
+def test_identical_rows_tie_counts():
+    # 12 identical images (exact ties for every text) and one caption per image, all identical too: every query
+    # sees the same all-tied row, so torch.topk keeps the same k items for all of them (which k is its choice:
+    # tests/test_retrieval_ties.py), and exactly k of the 12 queries find their positive among them
     img = np.tile(unit(0), (12, 1))
     txt = np.tile(unit(30), (12, 1))
     t2i = np.arange(12)
     res = recall_at_k(img, txt, t2i, use_gpu=False)
-    # text j's image sits at rank j+1 (lower index first): hits @1 = {0}, @5 = {0..4}, @10 = {0..9}
     assert (res["t2i_R@1"], res["t2i_R@5"], res["t2i_R@10"]) == pytest.approx((100 / 12, 500 / 12, 1000 / 12))
     assert (res["i2t_R@1"], res["i2t_R@5"], res["i2t_R@10"]) == pytest.approx((100 / 12, 500 / 12, 1000 / 12))
     assert_same(res, slow_recall_at_k(img, txt, t2i))
@@ -180,7 +182,8 @@ def test_tied_duplicate_caption_in_two_images():
     txt = np.stack([unit(5), unit(5), unit(90)])
     t2i = np.array([0, 1, 2])
     res = recall_at_k(img, txt, t2i, ks=(1, 2), use_gpu=False)
-    # text 1 ties between images 0 and 1: image 0 (lower index) comes first -> miss @1, hit @2
+    # text 1 ties between images 0 and 1: torch.topk of a 3-long row is an insertion sort, so image 0 (lower
+    # index) is kept -> miss @1, hit @2 (clip_benchmark on CPU gives the same)
     assert res["t2i_R@1"] == pytest.approx(200 / 3)
     assert res["t2i_R@2"] == 100.0
     assert res["i2t_R@1"] == pytest.approx(200 / 3)  # image 1's best texts tie: text 0 first
@@ -265,6 +268,44 @@ def test_cli_on_shards(shard_dir, tmp_path, capsys):
                      "--workers", "0", "--device", "cpu"]) == 0
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert {k: again[k] for k in KEYS} == {k: m[k] for k in KEYS}
+
+
+def report_weights(out: Path) -> str:
+    """The weights the report's header names."""
+    text = (out / "report.html").read_text()
+    start = text.index("<b class='source'>") + len("<b class='source'>")
+    return html_unescape(text[start:text.index("</b>", start)])
+
+
+def test_report_names_the_weights_it_scored(shard_dir, tmp_path):
+    from clip_pretrain.checkpoint import save_safetensors
+    from clip_pretrain.evaluate.retrieval import RetrievalEvalConfig, evaluate_retrieval, load_bundle
+
+    def cfg(name: str, checkpoint: str | None = None) -> RetrievalEvalConfig:
+        return RetrievalEvalConfig(model="rs-tiny", checkpoint=checkpoint, shards=str(shard_dir),
+                                   output=str(tmp_path / name), device="cpu", workers=0, report_queries=2)
+
+    # random init, from the command line and from code
+    assert cli.main(["--model", "rs-tiny", "--shards", str(shard_dir), "--output", str(tmp_path / "rand"),
+                     "--workers", "0", "--device", "cpu", "--report-queries", "2"]) == 0
+    assert report_weights(tmp_path / "rand") == "random init (seed 0)"
+    assert json.loads((tmp_path / "rand" / "metrics.json").read_text())["model_source"] == "random init (seed 0)"
+    # a checkpoint file: its path
+    bundle = load_bundle("rs-tiny", None, torch.device("cpu"))
+    ckpt = tmp_path / "weights" / "final.safetensors"
+    ckpt.parent.mkdir()
+    save_safetensors(bundle.model.state_dict(), ckpt)
+    evaluate_retrieval(cfg("file", str(ckpt)))
+    assert report_weights(tmp_path / "file") == str(ckpt)
+    # an in-memory model, as training passes it (cfg.checkpoint unset): never "None"
+    m = evaluate_retrieval(cfg("mem"), bundle=bundle)
+    assert m["checkpoint"] is None and report_weights(tmp_path / "mem") == m["model_source"]
+    assert m["model_source"].startswith("in-memory rs-tiny model") and "None" not in m["model_source"]
+    # ... the config's checkpoint when it names one, or what the caller says the model is
+    evaluate_retrieval(cfg("mem_file", str(ckpt)), bundle=bundle)
+    assert str(ckpt) in report_weights(tmp_path / "mem_file")
+    evaluate_retrieval(cfg("mem_told"), bundle=bundle, source="training run runs/x, step 5 <final>")
+    assert report_weights(tmp_path / "mem_told") == "training run runs/x, step 5 <final>"
 
 
 def test_karpathy_splits(shared_data):

@@ -8,16 +8,23 @@ that hit; ``mean_recall`` is the mean of the six numbers R@{1,5,10} x {i2t, t2i}
 
 Scale: embeddings are L2-normalised float32 and searched with faiss's exact inner-product index
 (``IndexFlatIP``; a GPU index when faiss has GPUs and CUDA is present), queries in batches, keeping only the
-best ``max(ks)`` ids per query. Memory is the two embedding matrices, one copy of the database side inside
+best ``max(ks) + 1`` ids per query. Memory is the two embedding matrices, one copy of the database side inside
 the index, and O(batch x max(ks)) per batch; no N x N score matrix is ever built (open_clip_train's and
 clip_benchmark's evaluations build one), so 1M images x 5M captions is fine.
 
-Ties: equal scores are broken in favour of the LOWER database index (text index for i2t, image index for
-t2i), i.e. exactly what a stable descending sort of the score row gives (``slow_recall_at_k``). faiss's CPU
-k-selection already keeps the lowest ids of a tied group at the cut-off (faiss 1.15; it returns them in
-descending id order), and the ids it returns are re-sorted here by (score desc, id asc), so the result does
-not depend on faiss's internal ordering. A GPU index may pick different members of a tied group at the
-cut-off (its k-selection is not id-ordered); with real embeddings exact float ties essentially never occur.
+Ties (RSICD, UCM and RSITMD repeat captions word for word, so exact score ties are common): a query counts
+exactly as clip_benchmark's ``recall_at_k`` counts it on CPU, i.e. "hit at k" means ``torch.topk(row, k)``
+returns a positive, where ``row`` is the query's float32 row of ``texts_emb @ images_emb.T`` (its column for
+an image query). ``torch.topk`` on CPU (``aten/src/ATen/native/TopKImpl.h``) picks the members of a tied
+group at the cut-off by whatever libstdc++'s ``std::partial_sort`` (when ``64 * k <= row length``) or
+``std::nth_element`` (otherwise) leaves in front: deterministic for a given row, but neither "lowest index
+wins" nor "highest index wins", and it depends on the whole row (see ``topk_hits``). Only the SET of the top k
+matters to the metric. So: where the k-th and (k+1)-th best faiss scores differ by more than ``TIE_TOL`` the
+top-k set is unambiguous and faiss's answer is used; where they tie and a positive sits in the tied group (not
+above it), the query's full score row is recomputed with torch in float32, oriented as clip_benchmark computes
+it, and ``torch.topk`` itself decides. A GPU ``torch.topk`` (clip_benchmark evaluating with ``device=cuda``)
+breaks such ties differently (by its CUDA source, not run here: the lowest indices of the tied group win); this
+module follows the CPU. ``k`` at or above the database size counts every item (clip_benchmark's ``topk`` raises there).
 Images without captions can never be hits as i2t queries (they count as misses, as in clip_benchmark).
 """
 
@@ -135,47 +142,139 @@ class FlatIPSearcher:
         self.index = index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (n_queries, min(k, n)), ordered by score desc then id asc (see the module doc)."""
+        """(scores, ids), each (n_queries, min(k, n)), ordered by score desc then id asc. Which members of a
+        tied group at the cut-off faiss keeps is its own affair (the metric does not rely on it: ``topk_hits``)."""
         k = min(k, self.n)
         scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         order = np.lexsort((ids, -scores), axis=-1)
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def first_hit_ranks(
+# faiss and torch compute the same float32 dot products with different summation orders; their scores for one
+# pair differ by far less than this (a few 1e-7 at dim 512-1024). Gaps at or below it are treated as possible
+# ties and handed to torch (more recomputation, never a wrong answer); gaps above it are real.
+TIE_TOL = 1e-5
+ROW_BLOCK_FLOATS = 1 << 25  # recomputed score rows held at once: 128 MB of float32
+
+
+def _as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A tensor view of ``arr`` (no copy; a read-only array is only read)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+        return torch.from_numpy(arr)
+
+
+def clip_benchmark_rows(queries: np.ndarray, database: np.ndarray, queries_are_texts: bool) -> torch.Tensor:
+    """The queries' float32 score rows as clip_benchmark computes them: ``texts_emb @ images_emb.T`` (a text's
+    row), or its transpose (an image's row, a column of that product). CPU torch, like its scores."""
+    q, db = _as_tensor(queries), _as_tensor(database)
+    return q @ db.T if queries_are_texts else (db @ q.T).T
+
+
+def topk_hits(
     queries: np.ndarray,
     database: np.ndarray,
-    is_positive: Callable[[int, np.ndarray], np.ndarray],
-    k: int,
+    is_positive: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    best_positive: np.ndarray,
+    ks: Sequence[int],
     batch_size: int = 16384,
     use_gpu: bool | None = None,
+    queries_are_texts: bool = False,
 ) -> np.ndarray:
-    """0-based rank of each query's best-ranked positive, or ``k`` when none is in its top k.
+    """``(n_queries, len(ks))`` booleans: does ``torch.topk(row, k)`` (clip_benchmark's CPU top k) hold a positive.
 
-    ``is_positive(start, ids)`` gets the top-k database ids of queries ``start..start+len(ids)`` and returns
-    a boolean array of the same shape.
+    ``is_positive(query_ids, ids)`` gets database ids, one row per query, and returns a boolean array of the
+    same shape. ``best_positive[q]``: the score of query q's best positive (``-inf`` when it has none).
+
+    Each batch of queries is searched with faiss for its ``max(ks) + 1`` best ids. For each k:
+
+    * the k-th and (k+1)-th best scores differ by more than ``TIE_TOL``: the top-k set is the same whichever
+      way ties inside it are ordered; hit = a positive among faiss's first k;
+    * they tie, so ``torch.topk`` chooses some members of the tied group at the cut-off: hit when a positive
+      scores above the tie (always inside), miss when the best positive scores below it (never inside); else
+      (a positive is IN the tied group) the query's full row is recomputed (``clip_benchmark_rows``) and
+      ``torch.topk(row, k)`` is asked, which is exactly clip_benchmark's call on an identically ordered row.
+      ``torch.topk``'s choice depends on every element of the row (libstdc++ heap / introselect moves), so no
+      shorter rule reproduces it. These rows cost one O(n_database x dim) product and one topk each.
+    * ``k >= n_database``: every item is in; hit = the query has a positive.
     """
-    ranks = np.full(len(queries), k, dtype=np.int64)
-    if len(queries) == 0 or len(database) == 0:
-        return ranks
+    ks = tuple(int(k) for k in ks)
+    n_q, n_db = len(queries), len(database)
+    hits = np.zeros((n_q, len(ks)), dtype=bool)
+    if n_q == 0 or n_db == 0:
+        return hits
+    has_positive = best_positive > -np.inf
     searcher = FlatIPSearcher(database, use_gpu)
-    for start in range(0, len(queries), batch_size):
-        _, ids = searcher.search(queries[start:start + batch_size], k)
-        hits = is_positive(start, ids) & (ids >= 0)
-        found = hits.any(axis=1)
-        ranks[start:start + len(ids)] = np.where(found, hits.argmax(axis=1), k)
-    return ranks
+    depth = min(max(ks) + 1, n_db)
+    open_q: list[np.ndarray] = []  # queries whose hit at ks[c] torch.topk must decide
+    open_c: list[np.ndarray] = []
+    for start in range(0, n_q, batch_size):
+        qids = np.arange(start, min(start + batch_size, n_q))
+        scores, ids = searcher.search(queries[qids], depth)
+        positive = is_positive(qids, ids) & (ids >= 0)
+        for c, k in enumerate(ks):
+            if k >= n_db:
+                hits[qids, c] = has_positive[qids]
+                continue
+            kth, after = scores[:, k - 1], scores[:, k]
+            in_top = positive[:, :k]
+            tied = kth - after <= TIE_TOL
+            above = (in_top & (scores[:, :k] > (kth + TIE_TOL)[:, None])).any(axis=1)
+            below = best_positive[qids] < kth - TIE_TOL
+            hits[qids, c] = np.where(tied, above, in_top.any(axis=1))
+            undecided = tied & ~above & ~below
+            if undecided.any():
+                open_q.append(qids[undecided])
+                open_c.append(np.full(int(undecided.sum()), c))
+    if open_q:
+        _resolve_with_torch_topk(hits, np.concatenate(open_q), np.concatenate(open_c), queries, database,
+                                 is_positive, ks, queries_are_texts)
+    return hits
 
 
-def _recall_dict(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, Any]:
+def _resolve_with_torch_topk(hits: np.ndarray, qs: np.ndarray, cs: np.ndarray, queries: np.ndarray,
+                             database: np.ndarray, is_positive: Callable, ks: tuple[int, ...],
+                             queries_are_texts: bool) -> None:
+    order = np.argsort(qs, kind="stable")
+    qs, cs = qs[order], cs[order]
+    uniq = np.unique(qs)
+    block = max(1, ROW_BLOCK_FLOATS // max(1, len(database)))
+    log.debug("retrieval: %d queries have a positive tied at a cut-off; recomputing their rows", len(uniq))
+    with torch.no_grad():
+        for s in range(0, len(uniq), block):
+            rows_q = uniq[s:s + block]
+            rows = clip_benchmark_rows(queries[rows_q], database, queries_are_texts)
+            lo, hi = np.searchsorted(qs, rows_q[0]), np.searchsorted(qs, rows_q[-1], side="right")
+            for c in np.unique(cs[lo:hi]).tolist():
+                sel_q = qs[lo:hi][cs[lo:hi] == c]
+                sel = torch.from_numpy(np.searchsorted(rows_q, sel_q))
+                idx = torch.topk(rows[sel], ks[c], dim=1).indices.numpy()
+                hits[sel_q, c] = is_positive(sel_q, idx).any(axis=1)
+
+
+def _recall_dict(i2t_hits: np.ndarray, t2i_hits: np.ndarray, ks: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, ranks in (("i2t", i2t_ranks), ("t2i", t2i_ranks)):
-        for k in ks:
-            out[f"{name}_R@{k}"] = float(100.0 * np.mean(ranks < k)) if len(ranks) else 0.0
+    for name, hits in (("i2t", i2t_hits), ("t2i", t2i_hits)):
+        for c, k in enumerate(ks):
+            out[f"{name}_R@{k}"] = float(100.0 * np.mean(hits[:, c])) if len(hits) else 0.0
     out["mean_recall"] = float(np.mean([out[f"{n}_R@{k}"] for n in ("i2t", "t2i") for k in ks]))
-    out["n_images"] = int(len(i2t_ranks))
-    out["n_texts"] = int(len(t2i_ranks))
+    out["n_images"] = int(len(i2t_hits))
+    out["n_texts"] = int(len(t2i_hits))
     return out
+
+
+def positive_scores(image_emb: np.ndarray, text_emb: np.ndarray, t2i: np.ndarray,
+                    chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(best caption score per image, -inf without captions; each caption's score with its image), float64."""
+    caption = np.empty(len(t2i), dtype=np.float64)
+    for s in range(0, len(t2i), chunk):
+        caption[s:s + chunk] = np.einsum("ij,ij->i", text_emb[s:s + chunk].astype(np.float64),
+                                         image_emb[t2i[s:s + chunk]].astype(np.float64))
+    best = np.full(len(image_emb), -np.inf)
+    np.maximum.at(best, t2i, caption)
+    return best, caption
 
 
 def recall_at_k(
@@ -189,9 +288,11 @@ def recall_at_k(
     """Image->text and text->image recall@k in percent, ``mean_recall`` and the counts.
 
     ``image_emb`` (n_images, d), ``text_emb`` (n_texts, d): numpy arrays or tensors, normalised here if they
-    are not already. ``text_to_image[j]`` is the image of caption j. Keys: ``i2t_R@k``, ``t2i_R@k`` for each
-    k, ``mean_recall`` (mean of all of them), ``n_images``, ``n_texts``. Queries are searched
-    ``batch_size`` at a time for the top ``max(ks)`` only (bounded memory); ties as in the module doc.
+    are not already. ``text_to_image[j]`` is the image of caption j; the texts' order matters for ties exactly
+    as it does in clip_benchmark (its order is the images' order, each image's captions in turn). Keys:
+    ``i2t_R@k``, ``t2i_R@k`` for each k, ``mean_recall`` (mean of all of them), ``n_images``, ``n_texts``.
+    Queries are searched ``batch_size`` at a time for the top ``max(ks) + 1`` only (bounded memory); ties count
+    as clip_benchmark's CPU ``recall_at_k`` counts them (module doc, ``topk_hits``).
     ``use_gpu``: None = a GPU faiss index when available.
     """
     ks = _check_ks(ks)
@@ -200,34 +301,34 @@ def recall_at_k(
     if image_emb.shape[1] != text_emb.shape[1]:
         raise EvalError(f"image_emb has dim {image_emb.shape[1]} but text_emb has dim {text_emb.shape[1]}")
     t2i = _check_mapping(text_to_image, len(image_emb), len(text_emb))
-    kmax = ks[-1]
-    i2t = first_hit_ranks(image_emb, text_emb, lambda s, ids: t2i[ids] == np.arange(s, s + len(ids))[:, None],
-                          kmax, batch_size, use_gpu)
-    t2i_ranks = first_hit_ranks(text_emb, image_emb, lambda s, ids: ids == t2i[s:s + len(ids), None],
-                                kmax, batch_size, use_gpu)
-    return _recall_dict(i2t, t2i_ranks, ks)
+    best_caption, caption_score = positive_scores(image_emb, text_emb, t2i)
+    i2t_hits = topk_hits(image_emb, text_emb, lambda q, ids: t2i[ids] == q[:, None], best_caption,
+                         ks, batch_size, use_gpu, queries_are_texts=False)
+    t2i_hits = topk_hits(text_emb, image_emb, lambda q, ids: ids == t2i[q][:, None], caption_score,
+                         ks, batch_size, use_gpu, queries_are_texts=True)
+    return _recall_dict(i2t_hits, t2i_hits, ks)
 
 
 def slow_recall_at_k(image_emb: Any, text_emb: Any, text_to_image: Sequence[int] | np.ndarray,
                      ks: Iterable[int] = DEFAULT_KS) -> dict[str, Any]:
-    """Plain-numpy reference for tests: the full score matrix, a stable descending argsort per row."""
+    """Reference for tests, clip_benchmark's recipe on the full matrix: ``scores = texts @ images.T`` (float32
+    torch, CPU), ``torch.topk`` of each row (k capped at the row length), hit = a positive among them."""
     ks = _check_ks(ks)
     img = normalise_rows(image_emb, "image_emb")
     txt = normalise_rows(text_emb, "text_emb")
     t2i = _check_mapping(text_to_image, len(img), len(txt))
-    scores = img @ txt.T  # (n_images, n_texts)
-    never = np.iinfo(np.int64).max  # an image without captions never hits
-    i2t_ranks = np.full(len(img), never, dtype=np.int64)
-    for i in range(len(img)):
-        order = np.argsort(-scores[i], kind="stable")
-        pos = np.flatnonzero(t2i[order] == i)
-        if len(pos):
-            i2t_ranks[i] = pos[0]
-    t2i_ranks = np.full(len(txt), never, dtype=np.int64)
-    for j in range(len(txt)):
-        order = np.argsort(-scores[:, j], kind="stable")
-        t2i_ranks[j] = np.flatnonzero(order == t2i[j])[0]
-    return _recall_dict(i2t_ranks, t2i_ranks, ks)
+    scores = _as_tensor(txt) @ _as_tensor(img).T  # (n_texts, n_images)
+    positive = torch.zeros(scores.shape, dtype=torch.bool)
+    positive[torch.arange(len(t2i)), torch.from_numpy(t2i)] = True
+    out = []
+    for s, pos in ((scores.T, positive.T), (scores, positive)):
+        hits = np.zeros((s.shape[0], len(ks)), dtype=bool)
+        if s.shape[0] and s.shape[1]:
+            for c, k in enumerate(ks):
+                idx = torch.topk(s, min(k, s.shape[1]), dim=1).indices
+                hits[:, c] = torch.gather(pos, 1, idx).any(dim=1).numpy()
+        out.append(hits)
+    return _recall_dict(out[0], out[1], ks)
 
 
 # ====================================================================== eval sets
@@ -552,10 +653,13 @@ def encode_texts(
 
 # ====================================================================== evaluation
 
+MODEL_HELP = ("open_clip model name (rs-tiny, ViT-B-32, ...); optional with a --checkpoint whose open_clip_config.json "
+              "(written beside every checkpoint of a training run) records it")
+
 
 @dataclass
 class RetrievalEvalConfig:
-    model: str = field(default="", metadata={"help": "open_clip model name (rs-tiny, ViT-B-32, ...)"})
+    model: str = field(default="", metadata={"help": MODEL_HELP})
     checkpoint: str | None = field(default=None, metadata={"help": "weights file create_clip reads; none = random init"})
     captions: str | None = field(default=None, metadata={"help": "Karpathy caption json (or a folder with dataset*.json)"})
     images: str | None = field(default=None, metadata={"help": "image folder of the caption json (default: images/ beside it)"})
@@ -572,10 +676,10 @@ class RetrievalEvalConfig:
     allow_torchscript: bool = field(default=False, metadata={"help": TORCHSCRIPT_HELP})
 
     def validate(self) -> None:
-        if not self.model:
-            raise ConfigError("model is required (e.g. --model ViT-B-32)")
         if self.checkpoint is not None and self.checkpoint.strip().lower() in ("", "none", "random"):
             self.checkpoint = None
+        if not self.model and self.checkpoint is None:
+            raise ConfigError("model is required without a checkpoint (e.g. --model ViT-B-32 for a random init)")
         if self.shards and (self.captions or self.images):
             raise ConfigError("give either shards or captions (+ images), not both")
         if not self.shards and not self.captions:
@@ -623,13 +727,22 @@ def check_output_dir(output: str | Path) -> Path:
     return out
 
 
-def check_model_inputs(model: str, checkpoint: str | None) -> None:
-    """Cheap checks of the model name and checkpoint path, before any eval set is embedded or model built."""
+def check_model_inputs(model: str, checkpoint: str | None) -> str:
+    """Cheap checks of the model name and checkpoint path, before any eval set is embedded or model built.
+    Returns the model to build: ``model``, or when it is empty the name recorded with the checkpoint
+    (``open_clip_config.json`` beside it, see ``clip_pretrain.identity``); a ``model`` contradicting the record
+    is an EvalError."""
+    from clip_pretrain.identity import IdentityError, read_identity, resolve_model
     from clip_pretrain.models import check_model_name
 
-    check_model_name(model)
     if checkpoint is not None and not Path(checkpoint).expanduser().exists():
         raise EvalError(f"{checkpoint}: checkpoint file not found")
+    try:
+        name = resolve_model(model or None, read_identity(checkpoint) if checkpoint else None, checkpoint or "")
+    except IdentityError as exc:
+        raise EvalError(str(exc)) from None
+    check_model_name(name)
+    return name
 
 
 def check_images_present(eval_set: EvalSet, sample: int = 32) -> None:
@@ -652,23 +765,46 @@ def embed_eval_set(bundle, eval_set: EvalSet, device: torch.device, batch_size: 
     return image_emb, text_emb, text_to_image, kept_items, skipped
 
 
-def evaluate_retrieval(cfg: RetrievalEvalConfig, bundle=None) -> dict[str, Any]:
+def model_source(cfg: RetrievalEvalConfig, bundle=None, source: str | None = None) -> str:
+    """What weights an evaluation scores, in words: ``source`` when the caller says; for a model passed in
+    memory its ``source`` attribute, else the checkpoint the config names, else "in-memory model"; otherwise
+    the checkpoint path, or "random init (seed 0)"."""
+    if source:
+        return str(source)
+    if bundle is not None:
+        told = getattr(bundle, "source", None) or getattr(bundle.model, "source", None)
+        if told:
+            return str(told)
+        name = getattr(bundle, "name", None) or cfg.model
+        if cfg.checkpoint:
+            return f"in-memory {name} model (from {cfg.checkpoint})"
+        return f"in-memory {name} model passed by the caller (no checkpoint file named)"
+    if cfg.checkpoint:
+        return str(Path(cfg.checkpoint).expanduser())
+    return "random init (seed 0)"
+
+
+def evaluate_retrieval(cfg: RetrievalEvalConfig, bundle=None, source: str | None = None) -> dict[str, Any]:
     """Embed the eval set, compute recall@k, write ``OUTPUT/metrics.json`` (+ embeddings, ``report.html``).
 
     ``bundle``: a ClipBundle already in memory (e.g. during training); otherwise ``cfg.model`` is built
-    with ``cfg.checkpoint`` (None = random init, useful for a chance baseline). Returns the metrics dict.
+    with ``cfg.checkpoint`` (None = random init, useful for a chance baseline). ``source``: what the in-memory
+    model is (e.g. "training run OUT, step 5000"), recorded as ``metrics["model_source"]`` and named in the
+    report's header (default: ``model_source``). Returns the metrics dict.
     """
     cfg.validate()
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     out = check_output_dir(cfg.output)
+    bundle_in = bundle
+    model_name = getattr(bundle, "name", None) or cfg.model
     if bundle is None:
-        check_model_inputs(cfg.model, cfg.checkpoint)
+        model_name = check_model_inputs(cfg.model, cfg.checkpoint)
     eval_set = load_eval_set(cfg)
     check_images_present(eval_set)
     out.mkdir(parents=True, exist_ok=True)
     if bundle is None:
-        bundle = load_bundle(cfg.model, cfg.checkpoint, device, allow_torchscript=cfg.allow_torchscript)
+        bundle = load_bundle(model_name, cfg.checkpoint, device, allow_torchscript=cfg.allow_torchscript)
     log.info("retrieval eval: %d images listed from %s", len(eval_set.items), eval_set.source)
     t1 = time.perf_counter()
     image_emb, text_emb, text_to_image, items, skipped = embed_eval_set(bundle, eval_set, device, cfg.batch_size, cfg.workers)
@@ -682,8 +818,10 @@ def evaluate_retrieval(cfg: RetrievalEvalConfig, bundle=None) -> dict[str, Any]:
         "n_skipped_images": int(sum(skipped.values())),
         "skipped": dict(skipped),
         "eval_set": eval_set.describe(),
-        "model": cfg.model,
+        "model": model_name,
+        "quick_gelu": bool(getattr(bundle, "quick_gelu", False)),
         "checkpoint": cfg.checkpoint,
+        "model_source": model_source(cfg, bundle_in, source),
         "device": str(device),
         "seconds": {"load": round(t1 - t0, 3), "embed": round(t2 - t1, 3), "search": round(t3 - t2, 3)},
         "config": to_dict(cfg),
@@ -746,13 +884,14 @@ def write_report(path: Path, metrics: dict, image_emb: np.ndarray, text_emb: np.
         return f'<img src="{uri}" alt="">' if uri else '<div class="noimg">?</div>'
 
     esc = html.escape
+    weights = metrics.get("model_source") or metrics.get("checkpoint") or "random init"
 
-    def rank_of(row: np.ndarray, positives: np.ndarray) -> int:
-        """1-based rank of the best positive under the tie rule (score desc, index asc)."""
-        best = len(row) + 1
-        for p in positives.tolist():
-            best = min(best, 1 + int(np.sum(row > row[p])) + int(np.sum(row[:p] == row[p])))
-        return best
+    def rank_of(row: np.ndarray, positives: np.ndarray) -> str:
+        """1-based rank of the best positive; "a-b (tied)" when other items share its score (which of them a
+        top k keeps is torch.topk's choice, see the module doc). The listings below order ties by index."""
+        p = max(positives.tolist(), key=lambda q: row[q])
+        first, tied = 1 + int(np.sum(row > row[p])), int(np.sum(row == row[p]))
+        return f"{first}" if tied == 1 else f"{first}-{first + tied - 1} (tied)"
 
     rows = ["<tr>" + "".join(f"<th>{esc(k)}</th>" for k in metrics if "R@" in k or k == "mean_recall") + "</tr>",
             "<tr>" + "".join(f"<td>{metrics[k]:.2f}</td>" for k in metrics if "R@" in k or k == "mean_recall") + "</tr>"]
@@ -763,8 +902,8 @@ def write_report(path: Path, metrics: dict, image_emb: np.ndarray, text_emb: np.
         "margin:4px;text-align:center;font-size:11px;width:120px;overflow-wrap:anywhere}.cap{padding:3px 6px;margin:2px 0}"
         ".cap.hit{background:#d9f0d3;outline:none}.noimg{width:112px;height:112px;background:#eee}img{max-width:112px}",
         "</style></head><body>",
-        f"<h1>Retrieval report</h1><p>model <b>{esc(str(metrics.get('model')))}</b>, checkpoint "
-        f"<b>{esc(str(metrics.get('checkpoint')))}</b>; {metrics['n_images']} images, {metrics['n_texts']} texts; "
+        f"<h1>Retrieval report</h1><p>model <b>{esc(str(metrics.get('model')))}</b>, weights "
+        f"<b class='source'>{esc(weights)}</b>; {metrics['n_images']} images, {metrics['n_texts']} texts; "
         f"eval set {esc(str(metrics.get('eval_set', {}).get('source')))}</p>",
         "<table>" + "".join(rows) + "</table>",
         f"<h2>Text &rarr; image (top {top}; green = the caption's image)</h2><table>",

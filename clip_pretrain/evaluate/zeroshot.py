@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from clip_pretrain.evaluate.retrieval import (
+    MODEL_HELP,
     EvalError,
     check_model_inputs,
     check_output_dir,
@@ -146,7 +147,7 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: Path, title: s
 
 @dataclass
 class ZeroShotConfig:
-    model: str = field(default="", metadata={"help": "open_clip model name (rs-tiny, ViT-B-32, ...)"})
+    model: str = field(default="", metadata={"help": MODEL_HELP})
     checkpoint: str | None = field(default=None, metadata={"help": "weights file create_clip reads; none = random init"})
     data: str = field(default="", metadata={"help": "class-folder root: <root>/<class>/<image>"})
     output: str = field(default="eval_zeroshot", metadata={"help": "output folder"})
@@ -159,12 +160,12 @@ class ZeroShotConfig:
     allow_torchscript: bool = field(default=False, metadata={"help": TORCHSCRIPT_HELP})
 
     def validate(self) -> None:
-        if not self.model:
-            raise ConfigError("model is required (e.g. --model ViT-B-32)")
         if not self.data:
             raise ConfigError("data (the class-folder root) is required")
         if self.checkpoint is not None and self.checkpoint.strip().lower() in ("", "none", "random"):
             self.checkpoint = None
+        if not self.model and self.checkpoint is None:
+            raise ConfigError("model is required without a checkpoint (e.g. --model ViT-B-32 for a random init)")
         if not self.templates:
             raise ConfigError("templates must hold at least one template")
         for t in self.templates:
@@ -183,8 +184,9 @@ def evaluate_zeroshot(cfg: ZeroShotConfig, bundle=None) -> dict[str, Any]:
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     out = check_output_dir(cfg.output)
+    model_name = getattr(bundle, "name", None) or cfg.model
     if bundle is None:
-        check_model_inputs(cfg.model, cfg.checkpoint)
+        model_name = check_model_inputs(cfg.model, cfg.checkpoint)
     folders = list_class_folders(cfg.data)
     unknown = sorted(set(cfg.class_names) - set(folders.classes))
     if unknown:
@@ -192,7 +194,7 @@ def evaluate_zeroshot(cfg: ZeroShotConfig, bundle=None) -> dict[str, Any]:
     prompts = [str(cfg.class_names.get(c, normalise_class_name(c))) for c in folders.classes]
     out.mkdir(parents=True, exist_ok=True)
     if bundle is None:
-        bundle = load_bundle(cfg.model, cfg.checkpoint, device, allow_torchscript=cfg.allow_torchscript)
+        bundle = load_bundle(model_name, cfg.checkpoint, device, allow_torchscript=cfg.allow_torchscript)
     t1 = time.perf_counter()
     class_emb = class_text_embeddings(bundle.model, bundle.tokenizer, prompts, cfg.templates, device)
     image_emb, kept, skipped = encode_images(bundle.model, bundle.preprocess_val, folders.images, device,
@@ -215,7 +217,8 @@ def evaluate_zeroshot(cfg: ZeroShotConfig, bundle=None) -> dict[str, Any]:
         "templates": list(cfg.templates),
         "chance_top1": 100.0 / len(folders.classes),
         "data": str(cfg.data),
-        "model": cfg.model,
+        "model": model_name,
+        "quick_gelu": bool(getattr(bundle, "quick_gelu", False)),
         "checkpoint": cfg.checkpoint,
         "device": str(device),
         "seconds": {"load": round(t1 - t0, 3), "embed": round(t2 - t1, 3)},
@@ -234,7 +237,7 @@ def evaluate_zeroshot(cfg: ZeroShotConfig, bundle=None) -> dict[str, Any]:
             writer.writerow([str(folders.images[idx]), folders.classes[labels[r]], folders.classes[pred[r]],
                              f"{scores[r, pred[r]]:.5f}"])
     plot_confusion(confusion, folders.classes, out / "confusion_matrix.png",
-                   f"{cfg.model} ({Path(cfg.checkpoint).name if cfg.checkpoint else 'random init'}) on "
+                   f"{model_name} ({Path(cfg.checkpoint).name if cfg.checkpoint else 'random init'}) on "
                    f"{Path(cfg.data).name}: top-1 {metrics['top1']:.2f}%")
     log.info("zero-shot: top-1 %.2f%% top-%d %.2f%% on %d images, %d classes -> %s", metrics["top1"], acc["top5_k"],
              metrics["top5"], metrics["n_images"], metrics["n_classes"], out / "metrics.json")
