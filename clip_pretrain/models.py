@@ -8,8 +8,11 @@
 * OpenAI's released TorchScript ``.pt`` archives (``ViT-B-32.pt``...), only when the caller opts in
   (``allow_torchscript``, the ``--allow-torchscript`` flag): ``torch.jit.load`` compiles and runs the code
   stored in the file, which ``torch.load(weights_only=True)`` exists to prevent, so a file holding
-  ``code/`` or ``constants.pkl`` is refused by default with a message naming the flag. Their models use
-  QuickGELU, which is switched on for them.
+  ``code/`` or ``constants.pkl`` is refused by default with a message naming the flag.
+
+The model name and activation come with the weights (``clip_pretrain/identity.py``: ``open_clip_config.json``
+beside every checkpoint this toolkit writes, or a hub snapshot's), so ``name`` is optional when a checkpoint
+records it; OpenAI weights in any form (TorchScript, or a state dict re-saved from one) get QuickGELU.
 
 There is no network at run time: a pretrained *tag* (``openai``, ``laion2b_s34b_b79k``) is refused with a
 message that says which file to pass instead.
@@ -30,10 +33,18 @@ import open_clip
 import torch
 from open_clip.model import resize_pos_embed, resize_text_pos_embed
 
+from clip_pretrain.identity import (  # noqa: F401 - is_torchscript is part of this module's interface
+    OPENAI_EXTRA_KEYS,
+    IdentityError,
+    is_openai_state_dict,
+    is_torchscript,
+    read_identity,
+    resolve_model,
+)
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 # what a checkpoint folder may hold, in the order tried (open_clip's hub snapshots, then ours)
 CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
                     "final.safetensors", "model.safetensors", "pytorch_model.bin", "checkpoints/latest")
@@ -60,21 +71,6 @@ class ClipBundle:
     preprocess_val: Callable
     tokenizer: Callable
     quick_gelu: bool
-
-
-def is_torchscript(path: Path) -> bool:
-    """OpenAI's released ``.pt`` files are TorchScript archives (a zip holding ``code/`` and ``constants.pkl``).
-
-    Any zip entry under a ``code`` folder or named ``constants.pkl`` counts, wherever it sits, so a crafted archive
-    cannot slip past by its layout. A file that is not a readable zip is not TorchScript (the loader reports it)."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return False
-    return any(n.rsplit("/", 1)[-1] == "constants.pkl" or "code" in n.split("/")[:-1] for n in names)
 
 
 def _strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -376,7 +372,7 @@ def check_pretrained(name: str, pretrained: str | None) -> Path | None:
 
 
 def create_clip(
-    name: str,
+    name: str | None,
     pretrained: str | Path | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
@@ -384,25 +380,48 @@ def create_clip(
     aug_cfg: dict[str, Any] | None = None,
     allow_torchscript: bool = False,
 ) -> ClipBundle:
-    """Build ``name`` with open_clip's factory and load ``pretrained`` (a local file) into it. A TorchScript file is
-    refused unless ``allow_torchscript`` (it runs code from the file); the weights are read and their shapes checked
-    against ``name`` before the model is built, so a wrong file or model name fails fast with a one-line error."""
+    """Build a model with open_clip's factory and load ``pretrained`` (a local file or checkpoint folder) into it.
+
+    The model and its activation come from the checkpoint when it records them (``clip_pretrain.identity``):
+    ``name`` may then be None, and a ``name`` that contradicts the record is an error. QuickGELU is used when
+    asked for, when the name says so, when the record says so, and for OpenAI weights in any form. A TorchScript
+    file is refused unless ``allow_torchscript`` (it runs code from the file); the weights are read and their
+    shapes checked before the model is built, so a wrong file or model name fails fast with a one-line error."""
+    identity = read_identity(pretrained) if pretrained else None
+    try:
+        name = resolve_model(name, identity, str(pretrained or ""))
+    except IdentityError as exc:
+        raise CheckpointError(str(exc)) from None
     check_model_name(name)
     path = check_pretrained(name, str(pretrained) if pretrained else None)
-    state_dict = None
+    state_dict, why_quick = None, ""
     if path is not None:  # read and check the weights before the (possibly large) model is built
         state_dict = read_state_dict(path, allow_torchscript=allow_torchscript)
+        if is_openai_state_dict(state_dict) or is_torchscript(path):
+            state_dict = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
+            why_quick = "OpenAI weights"
         check_fits(name, state_dict, source=str(path))
-    quick_gelu = force_quick_gelu or name.endswith("-quickgelu")
-    if path is not None and is_torchscript(path) and not quick_gelu:
-        log.info("%s is an OpenAI TorchScript archive: using QuickGELU as those weights were trained with", path)
-        quick_gelu = True
-    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        name, pretrained=None, precision=precision, device="cpu", force_quick_gelu=quick_gelu, aug_cfg=aug_cfg or {},
-        output_dict=True,
-    )
+    if identity is not None and identity.quick_gelu:
+        why_quick = f"recorded in {identity.source}"
+    quick_gelu = force_quick_gelu or name.endswith("-quickgelu") or bool(why_quick)
+    if why_quick and not force_quick_gelu:
+        log.info("%s: QuickGELU (%s)", path, why_quick)
+    model, preprocess_train, preprocess_val = quiet_factory(
+        name, precision=precision, force_quick_gelu=quick_gelu, aug_cfg=aug_cfg or {})
     if state_dict is not None:
         load_weights(model, state_dict, source=str(path), model_name=name)
         log.info("loaded %s weights from %s", name, path)
     model.to(device)
     return ClipBundle(name, model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name), quick_gelu)
+
+
+def quiet_factory(name: str, **kwargs):
+    """``open_clip.create_model_and_transforms(name, pretrained=None, ...)`` without its "No pretrained weights
+    loaded ... initialized randomly" warning: this toolkit loads the weights itself right after (or says in its
+    own output that a model is random-init), so the warning would be wrong every time it was shown."""
+    quiet = _DropMessage("No pretrained weights loaded")
+    logging.getLogger().addFilter(quiet)
+    try:
+        return open_clip.create_model_and_transforms(name, pretrained=None, device="cpu", output_dict=True, **kwargs)
+    finally:
+        logging.getLogger().removeFilter(quiet)

@@ -270,13 +270,14 @@ def test_export_from_step_and_safetensors_agree(stage1_checkpoints, tmp_path):
     assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_checkpoint_hints(stage1_checkpoints, tmp_path):
+def test_a_training_checkpoint_without_a_config_file_still_names_its_model(stage1_checkpoints, tmp_path):
+    """Checkpoints written before open_clip_config.json existed record the model and activation themselves."""
     model, _, _ = stage1_checkpoints
     step = tmp_path / "step_00000002.pt"
     torch.save({"state_dict": model.state_dict(), "model_name": "rs-tiny", "config": {"force_quick_gelu": True}}, step)
-    out = export_vision_tower(step, "rs-tiny", None, tmp_path / "q")
+    out = export_vision_tower(step, None, None, tmp_path / "q")
     assert json.loads((out / "config.json").read_text())["hidden_act"] == "quick_gelu"
-    with pytest.raises(ExportError, match="trained as 'rs-tiny'"):
+    with pytest.raises(ExportError, match="records the weights as 'rs-tiny'"):
         export_vision_tower(step, "ViT-B-32", None, tmp_path / "wrong")
 
 

@@ -149,7 +149,8 @@ def test_the_payload_runs_code_when_loaded(payload, capfd):
 
 
 def test_loaders_refuse_torchscript_without_loading_it(payload, jit_calls, tmp_path, capfd, monkeypatch):
-    from vlm_finetune.export import checkpoint_hints, export_vision_tower as export_api
+    from clip_pretrain.identity import read_identity
+    from vlm_finetune.export import export_vision_tower as export_api
 
     torch_loads: list = []
     real_load = torch.load
@@ -160,7 +161,7 @@ def test_loaders_refuse_torchscript_without_loading_it(payload, jit_calls, tmp_p
             call()
         assert str(payload) in str(exc.value) and "--allow-torchscript" in str(exc.value)
         assert "\n" not in str(exc.value)
-    assert checkpoint_hints(payload) == {}  # step_N.pt hints are never read from a TorchScript archive
+    assert read_identity(payload) is None  # what step_N.pt records is never read from a TorchScript archive
     as_bin = tmp_path / "pytorch_model.bin"  # the name does not matter, the content does
     shutil.copy(payload, as_bin)
     with pytest.raises(CheckpointError, match="--allow-torchscript"):

@@ -413,32 +413,6 @@ def image_processor(image_size: int, mean, std, interpolation: str = "bicubic", 
     )
 
 
-def checkpoint_hints(path: str | Path | None) -> dict[str, Any]:
-    """``model_name`` and ``force_quick_gelu`` recorded in a stage-1 training checkpoint (``step_N.pt``); {} for
-    other files. Read memory-mapped with ``weights_only=True``, so a large checkpoint with optimizer state costs
-    little; a TorchScript archive is never opened (loading one runs code stored in it), nor an empty file."""
-    from clip_pretrain.models import is_torchscript
-
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0 or path.suffix == ".safetensors" or is_torchscript(path):
-        return {}
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - not a zip checkpoint; create_clip reports real problems
-        return {}
-    if not isinstance(obj, dict):
-        return {}
-    cfg = obj.get("config") if isinstance(obj.get("config"), dict) else {}
-    hints = {}
-    if isinstance(obj.get("model_name"), str):
-        hints["model_name"] = obj["model_name"]
-    if cfg.get("force_quick_gelu"):
-        hints["force_quick_gelu"] = True
-    return hints
-
-
 _LEGACY_FIELDS = ("attention_dropout", "hidden_act", "hidden_size", "image_size", "initializer_factor",
                   "initializer_range", "intermediate_size", "layer_norm_eps", "num_attention_heads", "num_channels",
                   "num_hidden_layers", "patch_size", "projection_dim")
@@ -473,7 +447,7 @@ def write_legacy(output: Path, cfg, state: dict[str, torch.Tensor], processor, p
 
 def export_vision_tower(
     checkpoint: str | Path | None,
-    model_name: str,
+    model_name: str | None,
     image_size: int | None = None,
     output: str | Path = "vision_tower",
     legacy_layout: bool = False,
@@ -490,24 +464,21 @@ def export_vision_tower(
     import transformers
     from transformers import CLIPVisionModelWithProjection
 
-    from clip_pretrain.models import check_pretrained, create_clip
+    from clip_pretrain.identity import IdentityError, read_identity, resolve_model
+    from clip_pretrain.models import create_clip
 
     if interpolation not in MODES:
         raise ExportError(f"interpolation {interpolation!r} is not one of {', '.join(MODES)}")
+    try:  # the model (and its activation) recorded with the weights, or --model
+        model_name = resolve_model(model_name, read_identity(checkpoint) if checkpoint else None, str(checkpoint or ""))
+    except IdentityError as exc:
+        raise ExportError(str(exc)) from None
     check_model_config(model_name, image_size or None)
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output}: exists and is not a folder")
-    if checkpoint:
-        checkpoint = check_pretrained(model_name, str(checkpoint))  # a folder: the checkpoint file inside it
-    hints = checkpoint_hints(checkpoint)
-    if hints.get("model_name") and hints["model_name"] != model_name:
-        raise ExportError(f"{checkpoint} was trained as {hints['model_name']!r}, not {model_name!r}: "
-                          f"pass --model {hints['model_name']}")
-    quick = force_quick_gelu or hints.get("force_quick_gelu", False)
-    if quick and not force_quick_gelu:
-        log.info("%s was trained with force_quick_gelu: exporting with hidden_act=quick_gelu", checkpoint)
-    bundle = create_clip(model_name, pretrained=checkpoint, force_quick_gelu=quick, allow_torchscript=allow_torchscript)
+    bundle = create_clip(model_name, pretrained=checkpoint, force_quick_gelu=force_quick_gelu,
+                         allow_torchscript=allow_torchscript)
     model = bundle.model.eval()
     visual = model.visual
     native = visual.image_size[0]
@@ -562,7 +533,8 @@ def _opt(default, help_text: str):
 class ExportConfig:
     checkpoint: str = _opt("", "stage-1 checkpoint: step_N.pt, final.safetensors, open_clip .pt/.bin, a checkpoint "
                                "folder, or OpenAI TorchScript .pt (with --allow-torchscript)")
-    model: str = _opt("", "open_clip model name the checkpoint was trained as (ViT-L-14-336, rs-tiny...)")
+    model: str = _opt("", "open_clip model name the checkpoint was trained as (ViT-L-14-336, rs-tiny...); read from "
+                          "the checkpoint's open_clip_config.json when it has one, so only needed for other files")
     image_size: int = _opt(0, "exported resolution, a multiple of the patch size (GeoChat: 504); 0 = the model's own")
     output: str = _opt("", "output folder (transformers CLIPVisionModelWithProjection + CLIPImageProcessor)")
     legacy_layout: bool = _opt(False, "also write OUTPUT/legacy for transformers 4.31-4.36 (GeoChat)")
@@ -570,14 +542,14 @@ class ExportConfig:
                                             "weights (strict loaders written for transformers <= 4.30)")
     interpolation: str = _opt("bicubic", f"position-embedding interpolation: {', '.join(MODES)}")
     align_corners: bool = _opt(True, "F.interpolate align_corners (GeoChat: true)")
-    force_quick_gelu: bool = _opt(False, "the tower uses QuickGELU (OpenAI-initialised training); read from "
-                                         "step_N.pt when it records it")
+    force_quick_gelu: bool = _opt(False, "the tower uses QuickGELU; only needed for weights that do not record it "
+                                         "(this toolkit's checkpoints, hub snapshots and OpenAI weights do)")
     random_init: bool = _opt(False, "export a randomly initialised tower (smoke tests); no --checkpoint")
     allow_torchscript: bool = _opt(False, TORCHSCRIPT_HELP)
 
     def validate(self) -> None:
-        if not self.model:
-            raise ConfigError("--model is required (the open_clip model name, e.g. ViT-L-14-336)")
+        if not self.model and self.random_init:
+            raise ConfigError("--model is required with --random-init (the open_clip model name, e.g. ViT-L-14-336)")
         if not self.output:
             raise ConfigError("--output is required (the folder to write)")
         if not self.checkpoint and not self.random_init:
@@ -594,7 +566,7 @@ class ExportConfig:
 
 def run_export(cfg: ExportConfig) -> Path:
     return export_vision_tower(
-        cfg.checkpoint or None, cfg.model, cfg.image_size or None, cfg.output, legacy_layout=cfg.legacy_layout,
+        cfg.checkpoint or None, cfg.model or None, cfg.image_size or None, cfg.output, legacy_layout=cfg.legacy_layout,
         interpolation=cfg.interpolation, align_corners=cfg.align_corners, force_quick_gelu=cfg.force_quick_gelu,
         legacy_position_ids=cfg.legacy_position_ids, allow_torchscript=cfg.allow_torchscript,
     )
