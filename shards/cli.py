@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import signal
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from shards.build import STAGES, BuildPlan, InputSpec, run_build
 from shards.build_config import BuildConfig
-from shards.config import ConfigError, add_config_args, load_config, overrides_from_args, plain_int
+from shards.config import ConfigError, add_config_args, load_config, overrides_from_args, plain_int, setup_logging
 from shards.readers import FORMATS
 
 EXAMPLES = """examples:
@@ -91,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     overrides = overrides_from_args(args)
     if args.workers is not None:
         overrides["workers"] = args.workers

@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
+import os
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -185,31 +188,54 @@ def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] 
         default = defaults
         for part in path.split("."):
             default = default[part]
-        help_text = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
+        # argparse formats help with %: a literal one ("~30% slower") must be doubled or --help prints a raw dict
+        help_text = (f.metadata.get("help", "") + f" (default: {default!r})").strip().replace("%", "%%")
         extra: dict = {}
         if tp is bool:
             extra = {"nargs": "?", "const": "true"}  # a bare --local-loss means true
-        elif typing.get_origin(tp) in (list, tuple):
-            extra = {"nargs": "+"}  # --ks 1 5 10 (or --ks 1,5,10 for numbers)
+        elif _unwrap(tp) in (list, tuple) or typing.get_origin(_unwrap(tp)) in (list, tuple):
+            # --ks 1 5 10 (or --ks 1,5,10 for numbers); a repeated flag adds to the list: --input A --input B keeps both
+            extra = {"nargs": "+", "action": "extend"}
         group.add_argument(
             "--" + path.replace("_", "-"),
             dest="cfg__" + path,
             default=argparse.SUPPRESS,
-            metavar=_metavar(tp),
+            metavar=f.metadata.get("metavar") or NAME_METAVARS.get(path.rsplit(".", 1)[-1]) or _metavar(tp),
             help=help_text,
             **extra,
         )
 
 
+def _unwrap(tp):
+    """``X`` for ``X | None`` / ``Optional[X]``; ``tp`` otherwise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+_METAVARS = {bool: "BOOL", int: "INT", float: "FLOAT", str: "TEXT", Path: "PATH", dict: "JSON", Any: "VALUE"}
+# settings whose name says more than their type (a field's metadata "metavar" wins over both)
+NAME_METAVARS = {
+    "model": "NAME", "output": "DIR", "checkpoint": "PATH", "pretrained": "PATH", "resume": "PATH",
+    "train_data": "SHARDS", "val_data": "SHARDS", "shards": "SHARDS", "data": "PATH", "images": "DIR",
+    "captions": "JSON", "input": "FORMAT:PATH", "adapter": "DIR", "image": "FILE", "image_root": "DIR",
+    "predictions": "JSONL", "deepspeed": "JSON", "fsdp_config": "JSON", "tokenizer": "DIR", "vision_tower": "DIR",
+    "llava_checkpoint": "DIR", "swap_vision_tower": "DIR", "device": "DEVICE", "precision": "MODE",
+}
+
+
 def _metavar(tp) -> str:
+    """What a flag takes, from the field's type: INT, FLOAT, TEXT, PATH, BOOL, JSON; a list shows its items' kind
+    (argparse adds the ``[X ...]``)."""
+    tp = _unwrap(tp)
     origin = typing.get_origin(tp)
-    if origin in (list, tuple):
-        return "A"
+    if origin in (list, tuple) or tp in (list, tuple):
+        args = typing.get_args(tp)
+        return _metavar(args[0]) if args else "VALUE"
     if origin is dict:
         return "JSON"
-    if tp is bool:
-        return "BOOL"
-    return getattr(tp, "__name__", "VALUE").upper()
+    return _METAVARS.get(tp, "VALUE")
 
 
 def _set_path(data: dict, path: str, value: Any) -> None:
@@ -286,16 +312,27 @@ def parse_config(parser: argparse.ArgumentParser, cls: type[T], argv: list[str] 
         parser.error(str(exc))
 
 
+OUR_LOGGERS = ("shards", "clip_pretrain", "vlm_finetune", "launch")
+
+
+def setup_logging() -> None:
+    """The command-line tools' logging: this toolkit's INFO lines on stderr, other libraries' from WARNING up
+    (open_clip logs a dozen INFO lines on the root logger for every model it builds). ``RS_LOG_LEVEL=INFO`` (or
+    ``DEBUG``) shows every library's lines too."""
+    wanted = os.environ.get("RS_LOG_LEVEL", "").strip().upper()
+    root_level = logging.getLevelName(wanted) if wanted in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING
+    logging.basicConfig(level=root_level, format="%(levelname)s %(name)s: %(message)s")
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(min(root_level, logging.INFO))
+
+
 def run_config_tool(cls: type[T], run, argv: list[str] | None, description: str, errors: tuple = (),
                     show=lambda result: result) -> int:
     """The whole ``main`` of a config-only command-line tool: parse ``argv`` into ``cls`` (bad values exit 2 before
     any work), ``run(cfg)``, print ``show(result)`` as one JSON line; ``errors`` (and ConfigError) become a one-line
     ``error:`` message and exit status 2."""
-    import logging
-    import sys
-
     cfg = parse_config(config_parser(cls, description), cls, argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         result = run(cfg)
     except (ConfigError, *errors) as exc:

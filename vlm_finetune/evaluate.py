@@ -48,7 +48,7 @@ class EvalError(ValueError):
 @dataclass
 class EvalGeoChatConfig:
     model: str | None = field(default=None, metadata={"help": "HF Llava GeoChat directory (not needed with "
-                                                               "--predictions)"})
+                                                               "--predictions)", "metavar": "DIR"})
     task: str | None = field(default=None, metadata={"help": "one of " + ", ".join(TASKS)})
     data: str | None = field(default=None, metadata={"help": "LLaVA-format json (list of {id, image, "
                                                               "conversations}) or jsonl"})

@@ -129,12 +129,24 @@ def resize_vision_tower(tower, image_size: int):
 
 
 def load_vision_tower(vision_dir, image_size: int | None = None, dtype: torch.dtype | None = None):
-    """``CLIPVisionModel.from_pretrained(vision_dir)`` resized to ``image_size`` px (None = the tower's own)."""
-    from transformers import CLIPVisionModel
+    """``CLIPVisionModel.from_pretrained(vision_dir)`` resized to ``image_size`` px (None = the tower's own).
+
+    A tower this toolkit exported is a ``CLIPVisionModelWithProjection`` folder: it is loaded as what it is and its
+    ``vision_model`` taken, so transformers has no reason to print a load report about the one weight a plain
+    CLIPVisionModel does not use (``visual_projection.weight``) on every load."""
+    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
 
     vision_dir = check_model_dir(vision_dir, "vision tower directory")
+    with_projection = "CLIPVisionModelWithProjection" in (read_json_object(vision_dir / "config.json", GeoChatError)
+                                                          .get("architectures") or [])
     try:
-        tower = CLIPVisionModel.from_pretrained(str(vision_dir))
+        if with_projection:
+            full = CLIPVisionModelWithProjection.from_pretrained(str(vision_dir))
+            with _parameters_on_meta():
+                tower = CLIPVisionModel(full.config)
+            tower.load_state_dict(full.vision_model.state_dict(), strict=True, assign=True)
+        else:
+            tower = CLIPVisionModel.from_pretrained(str(vision_dir))
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
         raise _loading_error("a CLIP vision tower", vision_dir, exc) from None
     if image_size is not None:

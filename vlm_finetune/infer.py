@@ -12,11 +12,11 @@ from vlm_finetune.evaluate import EvalError, answer_question, draw_boxes, load_f
 
 @dataclass
 class InferConfig:
-    model: str = field(default="", metadata={"help": "HF Llava GeoChat dir (launch/convert_geochat.py or finetune_geochat.py output)"})
+    model: str = field(default="", metadata={"help": "HF Llava GeoChat dir (launch/convert_geochat.py or finetune_geochat.py output)", "metavar": "DIR"})
     adapter: str = field(default="", metadata={"help": "peft LoRA adapter dir to apply (finetune_geochat.py's OUTPUT/adapter)"})
     image: str = field(default="", metadata={"help": "image file"})
     prompt: str = field(default="", metadata={"help": "question, with a task token when wanted: '[refer] the plane on the left'"})
-    output: str = field(default="", metadata={"help": "where the image with the parsed boxes drawn goes (default: IMAGE_boxes.png beside it)"})
+    output: str = field(default="", metadata={"help": "where the image with the parsed boxes drawn goes (default: IMAGE_boxes.png beside it)", "metavar": "PNG"})
     max_new_tokens: int = field(default=128, metadata={"help": "longest answer"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
 

@@ -121,7 +121,7 @@ def read_instruct_json(path) -> list[dict]:
 class InstructConfig:
     input: list[str] = field(default_factory=list, metadata={
         "help": "datasets as FORMAT:PATH (formats of shards.readers: coco dota voc mask captions folders)"})
-    output: str | None = field(default=None, metadata={"help": "the LLaVA-format json to write"})
+    output: str | None = field(default=None, metadata={"help": "the LLaVA-format json to write", "metavar": "JSON"})
     image_root: str | None = field(default=None, metadata={
         "help": "folder the 'image' paths are relative to (fine-tuning's --images); default: the deepest folder "
                 "holding every input"})

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneConfig:
-    model: str | None = field(default=None, metadata={"help": "HF Llava GeoChat directory (convert_geochat output)"})
+    model: str | None = field(default=None, metadata={"help": "HF Llava GeoChat directory (convert_geochat output)", "metavar": "DIR"})
     data: str | None = field(default=None, metadata={"help": "LLaVA-format instruction json (build_instruct output)"})
     images: str | None = field(default=None, metadata={"help": "folder the records' 'image' paths are relative to"})
     output: str | None = field(default=None, metadata={"help": "output folder (adapter/, merged/, checkpoints)"})
