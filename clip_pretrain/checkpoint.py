@@ -22,9 +22,14 @@ from clip_pretrain.models import CheckpointError
 STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 # Settings that decide how a run continues (the schedule, the data order, what a step means). A resume with any
 # of them changed is refused unless --resume-force; workers, output, intervals, device, reporting do not count.
-RESUME_SETTINGS = ("batch_size", "lr", "seed", "train_num_samples", "model", "wd", "warmup", "epochs", "max_steps")
+# The schedule settings and the tower locks count too (a changed lock changes which parameters the optimizer state
+# belongs to), and accum_freq (how many loader batches a step is).
+RESUME_SETTINGS = ("batch_size", "lr", "seed", "train_num_samples", "model", "wd", "warmup", "epochs", "max_steps",
+                   "accum_freq", "dataset_resampled", "lr_scheduler", "epochs_cooldown", "lr_cooldown_power",
+                   "lr_cooldown_end", "lock_image", "lock_image_unlocked_groups", "lock_image_freeze_bn_stats",
+                   "lock_text", "lock_text_unlocked_layers", "lock_text_freeze_layer_norm")
 # Of those, the ones after whose change the saved data position means nothing (the next epoch starts afresh).
-DATA_SETTINGS = ("batch_size", "seed", "train_num_samples", "train_shards")
+DATA_SETTINGS = ("batch_size", "seed", "train_num_samples", "train_shards", "accum_freq", "dataset_resampled")
 
 
 class ResumeError(ValueError):

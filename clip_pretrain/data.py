@@ -278,6 +278,27 @@ def slot_pieces(urls: list[str], sizes: list[int], epoch: int, seed: int, n_slot
     return pieces
 
 
+def resampled_pieces(urls: list[str], sizes: list[int], epoch: int, seed: int, n_slots: int, slot: int,
+                     num_samples: int = 0) -> list[Piece]:
+    """``--dataset-resampled``: what slot ``slot`` reads when shards are drawn WITH replacement (open_clip_train's
+    ``ResampledShards``: uniformly, whatever their size). The slot draws whole shards until it holds its share of the
+    epoch (the same count as without resampling); the last draw is a random contiguous part of its shard, so no
+    shard's tail is favoured less. The draws come from (seed, epoch, slot) alone, so the plan is the same after a
+    resume and the exact mid-epoch resume (skip the raw samples already consumed) holds as it does without it."""
+    total = sum(sizes) if not num_samples else min(num_samples, sum(sizes))
+    need = (slot + 1) * total // n_slots - slot * total // n_slots
+    rng = random.Random(mix_seed("resampled", seed, epoch, slot))
+    choices = [i for i, n in enumerate(sizes) if n > 0]
+    pieces = []
+    while need > 0 and choices:
+        i = rng.choice(choices)
+        take = min(sizes[i], need)
+        start = rng.randrange(sizes[i] - take + 1)
+        pieces.append(Piece(urls[i], start, start + take))
+        need -= take
+    return pieces
+
+
 def batches_per_slot(sizes: list[int], n_slots: int, batch_size: int, num_samples: int = 0) -> int:
     total = sum(sizes) if not num_samples else min(num_samples, sum(sizes))
     return (total // n_slots) // batch_size
@@ -346,8 +367,9 @@ class ShardStream(IterableDataset):
 
     def __init__(self, urls: list[str], sizes: list[int], *, rank: int, world: int, batch_size: int, seed: int,
                  transform: Callable, tokenizer: Callable, shuffle_buffer: int, num_samples: int = 0,
-                 max_bad_in_a_row: int = 0):
+                 max_bad_in_a_row: int = 0, resampled: bool = False):
         self.urls, self.sizes = urls, sizes
+        self.plan = resampled_pieces if resampled else slot_pieces  # which shards each slot reads per epoch
         # a run of undecodable samples this long is broken data, not a few bad files: stop instead of reading on
         self.max_bad_in_a_row = max_bad_in_a_row or max(1000, 10 * batch_size)
         self.rank, self.world, self.batch_size, self.seed = rank, world, batch_size, seed
@@ -393,7 +415,7 @@ class ShardStream(IterableDataset):
 
     def epoch_batches(self, epoch: int, n_workers: int, role: int, done: int, skip_raw: int, skipped: Counter) -> Iterator[dict]:
         n_slots, slot = self.world * n_workers, self.rank * n_workers + role
-        pieces = slot_pieces(self.urls, self.sizes, epoch, self.seed, n_slots, slot, self.num_samples)
+        pieces = self.plan(self.urls, self.sizes, epoch, self.seed, n_slots, slot, self.num_samples)
         n_batches = batches_per_slot(self.sizes, n_slots, self.batch_size, self.num_samples)
         shuffled = wds.filters._shuffle(
             self.raw_samples(pieces, skipped), self.shuffle_buffer, min(self.shuffle_buffer, 100),
@@ -442,10 +464,12 @@ class ShardStream(IterableDataset):
                 "images must decode and captions must be in .txt or .json members")
 
 
-def steps_per_epoch(sizes: list[int], world: int, workers: int, batch_size: int, num_samples: int = 0) -> int:
-    """Optimizer steps one epoch takes on every rank."""
+def steps_per_epoch(sizes: list[int], world: int, workers: int, batch_size: int, num_samples: int = 0,
+                    accum_freq: int = 1) -> int:
+    """Optimizer steps one epoch takes on every rank: its loader batches // ``accum_freq`` (a step takes that many;
+    the few batches left at an epoch's end that cannot fill a step are dropped, as open_clip_train drops them)."""
     n_workers = max(workers, 1)
-    return batches_per_slot(sizes, world * n_workers, batch_size, num_samples) * n_workers
+    return batches_per_slot(sizes, world * n_workers, batch_size, num_samples) * n_workers // accum_freq
 
 
 def make_loader(dataset: ShardStream, workers: int) -> DataLoader:
