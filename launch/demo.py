@@ -12,9 +12,11 @@ Stage 2 exports the trained tower as a Hugging Face CLIPVisionModel at 504 px an
 """
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -173,6 +175,16 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
             "held_out_scores (random stand-in LLM)": scores}
 
 
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], stage: str):
+    """Record how long ``stage`` took (the demo prints it per stage; the README quotes it)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = round(time.perf_counter() - start, 1)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="where demo data and outputs go")
@@ -182,15 +194,23 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", choices=("all", "shards", "train", "geochat"), default="all",
                         help="shards: stage 0 only; train: stage 1 on existing demo shards; geochat: stage 2 on the trained demo model")
     args = parser.parse_args(argv)
+    seconds: dict[str, float] = {}
     if args.stage in ("all", "shards"):
-        rc = stage_shards(args.out, args.workers, args.seed)
+        with timed(seconds, "0 shards"):
+            rc = stage_shards(args.out, args.workers, args.seed)
         if rc or args.stage == "shards":
             print(f"[demo] shard report: {args.out / 'shards' / 'report.html'}")
             return rc
-    result = stage_train(args.out, args.workers, args.steps, args.seed) if args.stage in ("all", "train") else {}
+    result = {}
+    if args.stage in ("all", "train"):
+        with timed(seconds, "1 train + eval"):
+            result = stage_train(args.out, args.workers, args.steps, args.seed)
     if args.stage in ("all", "geochat"):
-        result["geochat"] = stage_geochat(args.out)
-        result["geochat_finetune"] = stage_finetune(args.out)
+        with timed(seconds, "2a GeoChat"):
+            result["geochat"] = stage_geochat(args.out)
+        with timed(seconds, "2b LoRA + eval"):
+            result["geochat_finetune"] = stage_finetune(args.out)
+    result["seconds_per_stage"] = seconds
     run = args.out / "clip"
     print(json.dumps(result, indent=2))
     print(f"[demo] shard report:      {args.out / 'shards' / 'report.html'}")

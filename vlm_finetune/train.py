@@ -148,6 +148,18 @@ def prepare_model(model, cfg: FinetuneConfig):
     return peft_model
 
 
+def checkpointing_args(enabled: bool) -> dict:
+    """TrainingArguments' activation-checkpointing settings under the name this transformers has: 5.x renamed
+    ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on every run given the old name."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    name = ("activation_checkpointing" if "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
+            else "gradient_checkpointing")
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
 def _resume_arg(cfg: FinetuneConfig):
     if not cfg.resume:
         return None
@@ -253,8 +265,7 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks) -> dict:
         output_dir=str(out), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         warmup_steps=float(cfg.warmup_ratio), lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
-        bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        bf16=bf16, **checkpointing_args(cfg.gradient_checkpointing),
         deepspeed=cfg.deepspeed, fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,  # 0 = keep every checkpoint
