@@ -355,3 +355,24 @@ def test_a_copied_open_clip_train_command_runs(tiny, classes, tmp_path, capsys):
     assert load_config(TrainConfig, out / "config.yaml") == cfg
     again, _ = parse_train_config(["--config", str(out / "config.yaml")])
     assert again == cfg
+
+
+def test_evaluating_during_training_does_not_change_the_run(tiny, tmp_path):
+    """Evaluation every step (validation loss + recall) restores every RNG: the weights after 3 steps equal a run
+    without evaluation."""
+    kw = dict(max_steps=3, workers=0, batch_size=8)
+    train(cfg_for(tiny, tmp_path / "plain", **kw))
+    summary = train(cfg_for(tiny, tmp_path / "evals", val_data=str(tiny), val_num_samples=16, eval_every_steps=1, **kw))
+    assert [r["step"] for r in read_log(tmp_path / "evals/log.jsonl", kind="eval")] == [1, 2, 3]
+    assert summary["last_eval"]["step"] == 3
+    a, b = weights(tmp_path / "plain/checkpoints/latest"), weights(tmp_path / "evals/checkpoints/latest")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_readme_flag_table_is_generated_from_the_mapping():
+    from clip_pretrain.cli import FLAG_TABLE_END, FLAG_TABLE_START, flag_table_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    assert FLAG_TABLE_START in readme and FLAG_TABLE_END in readme, "README lacks the flag-table markers"
+    current = readme.split(FLAG_TABLE_START, 1)[1].split(FLAG_TABLE_END, 1)[0].strip()
+    assert current == flag_table_markdown().strip(), "README flag table is stale: run `python -m clip_pretrain.cli --flag-table`"
