@@ -24,7 +24,6 @@ import difflib
 import logging
 import math
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable

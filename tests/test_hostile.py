@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.hostile.corpus import TABLE_END, TABLE_START, all_cases, cases_of, markdown_table, run_corpus
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -154,13 +154,18 @@ def test_bad_config_and_weights_are_clear_errors(tiny, tmp_path):
 # ---------------------------------------------------------------- DDP: 2 gloo processes == 1 process
 
 
-def _ddp_grads(rank: int, world: int, init_file: str, batch: dict, out: str) -> None:
+def ddp_rs_tiny(rank: int, world: int, init_file: str):
+    """In a spawned gloo process: (rs-tiny seeded 0, its DDP wrapper, ClipLoss with local loss + gather with grad)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = open_clip.create_model("rs-tiny", output_dict=True)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    loss_fn = open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world)
+    return model, ddp, open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world)
+
+
+def _ddp_grads(rank: int, world: int, init_file: str, batch: dict, out: str) -> None:
+    model, ddp, loss_fn = ddp_rs_tiny(rank, world, init_file)
     n = batch["images"].shape[0] // world
     part = slice(rank * n, (rank + 1) * n)
     out_dict = ddp(batch["images"][part], batch["texts"][part])

@@ -5,7 +5,6 @@ open_clip_train's own, half precisions, TensorBoard, one wandb run across a resu
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from clip_pretrain.train import (
     write_config,
 )
 from shards.config import load_config
-from tests.test_train import _NoTransform, cfg_for, weights
+from tests.test_train import _NoTransform, cfg_for, ddp_rs_tiny, weights
 from tests.tiny_shards import COLOURS, sample_members, write_tiny_shards
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,12 +102,7 @@ def test_accum_freq_gradient_and_step_equal_the_big_batch():
 
 
 def _ddp_accum_grads(rank: int, world: int, init_file: str, images, texts, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    model = open_clip.create_model("rs-tiny", output_dict=True)
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
-    loss_fn = open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world)
+    model, ddp, loss_fn = ddp_rs_tiny(rank, world, init_file)
     mine = slice(rank * 8, rank * 8 + 8)
     imgs, txts = images[mine], texts[mine]
     accumulate_gradients(ddp, loss_fn, [(imgs[:4], txts[:4]), (imgs[4:], txts[4:])], nullcontext,
