@@ -107,6 +107,8 @@ CASES = {
     "4band_nir_as_red_striped_lzw": (4, dict(compression="lzw", tiled=False), ["3", "1", "0"]),
     "4band_pixel_interleaved": (4, dict(planarconfig="contig", predictor=2), ["2", "1", "0"]),
     "6band_tiled_lzw_predictor": (6, dict(compression="lzw", predictor=2), ["5", "3", "1"]),
+    "6band_bgr": (6, dict(), ["2", "1", "0"]),
+    "13band_bgr": (13, dict(compression="lzw"), ["2", "1", "0"]),
     "13band_sentinel2_true_colour": (13, dict(), ["3", "2", "1"]),
     "13band_sentinel2_false_colour": (13, dict(compression="lzw"), ["7", "3", "2"]),
 }
