@@ -163,6 +163,20 @@ def _rasters(ws: Path) -> list[str]:
     return argv(ws, "--input", f"folders:{root}", "--image.max-pixels", "50000")
 
 
+def _band_past_last(ws: Path) -> list[str]:
+    root = ws / "in" / "scenes"
+    f.tiff16(root / "farmland" / "rgbn16.tif", bands=4)
+    f.image(root / "harbor" / "ok.png", 48, 32, seed=4)
+    return argv(ws, "--input", f"folders:{root}", "--image.bands", "4", "1", "0")
+
+
+def _band_past_last_check(ws: Path) -> None:
+    balanced(ws, written=0, skipped={"band_out_of_range": 2})
+    lines = (ws / "out" / "issues.jsonl").read_text()
+    assert "rgbn16.tif: has 4 bands, image.bands=[4, 1, 0] asks for band 4" in lines, lines
+    assert "ok.png: has 3 bands, image.bands=[4, 1, 0] asks for band 4" in lines, lines
+
+
 def _boxes(ws: Path) -> list[str]:
     root = f.dota(ws / "in" / "dota", {"P0": (
         "10 10 30 10 30 20 10 20 small-vehicle 0\n"
@@ -295,6 +309,9 @@ CASES = [
     Case(TOOL, "16-bit grey and 4-band TIFF, RGBA PNG, an image over `image.max_pixels`",
          "converted to 8-bit RGB (noted in the sample JSON); the huge one skipped as `too_large`", _rasters, rc=0,
          check=lambda ws: balanced(ws, written=3, skipped={"too_large": 1})),
+    Case(TOOL, "`--image.bands 4 1 0` on a 4-band TIFF (bands 0-3) and an RGB PNG",
+         "both skipped as `band_out_of_range`, each naming the file, its band count and the band asked for",
+         _band_past_last, rc=0, check=_band_past_last_check),
     Case(TOOL, "boxes outside the image, zero-size, unknown class, `1_0`, `nan`, garbage lines",
          "clipped or dropped, each counted by reason with file:line in issues.jsonl", _boxes, rc=0,
          check=lambda ws: balanced(ws, written=1, dropped={"box_outside_image": 1, "degenerate_box": 2, "unknown_class": 1,
