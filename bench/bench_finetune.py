@@ -36,7 +36,7 @@ def make_model(root: Path, image_size: int, hidden: int, layers: int, tower_name
                shape: dict | None = None) -> tuple[Path, Path, Path]:
 
     import clip_pretrain  # noqa: F401 - registers rs-tiny
-    from shards.paths import shared_data_dir
+    from rs_common.paths import shared_data_dir
     from vlm_finetune.conversation import SYSTEM
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clip_pretrain.config import TrainConfig
-from shards.config import ConfigError, add_config_args, load_config, overrides_from_args, setup_logging
+from rs_common.config import ConfigError, add_config_args, load_config, overrides_from_args, setup_logging
 
 EXAMPLES = """examples:
   # a few hundred CPU steps of the tiny model on the demo shards
@@ -216,7 +216,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from clip_pretrain.data import DataError
     from clip_pretrain.models import CheckpointError
     from clip_pretrain.train import TrainingDiverged
-    from shards.guards import OutputBusyError
+    from rs_common.guards import OutputBusyError
 
     return (ConfigError, DataError, TrainingDiverged, CheckpointError, ResumeError, OutputBusyError, FileNotFoundError,
             ValueError)

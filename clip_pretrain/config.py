@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clip_pretrain.models import TORCHSCRIPT_HELP
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 
 # open_clip's meanings (open_clip.create_model / open_clip_train): amp* = fp32 weights under autocast (amp's GradScaler
 # only on CUDA; on CPU amp is plain fp32); fp16/bf16 = weights in half precision except LayerNorms, no autocast, no

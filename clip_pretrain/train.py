@@ -67,8 +67,8 @@ from clip_pretrain.distributed import DistInfo, barrier, close_distributed, init
 from clip_pretrain.identity import write_identity
 from clip_pretrain.models import CheckpointError, create_clip
 from clip_pretrain.report import write_loss_curve
-from shards.config import to_dict
-from shards.guards import RunLock, stop_with_parent, under_torchrun
+from rs_common.config import to_dict
+from rs_common.guards import RunLock, stop_with_parent, under_torchrun
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.cli import main as build_shards  # noqa: E402
-from shards.config import plain_int  # noqa: E402
+from rs_common.config import plain_int  # noqa: E402
 from shards.synthetic import generate_demo  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
     from clip_pretrain.evaluate.retrieval import RetrievalEvalConfig, evaluate_retrieval
     from clip_pretrain.evaluate.zeroshot import ZeroShotConfig, evaluate_zeroshot
     from clip_pretrain.train import train
-    from shards.config import load_config
+    from rs_common.config import load_config
 
     data, run = out / "data", out / "clip"
     cfg = load_config(TrainConfig, overrides={

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from shards.config import run_config_tool
+from rs_common.config import run_config_tool
 from vlm_finetune.evaluate import EvalError, EvalGeoChatConfig, evaluate_geochat
 from vlm_finetune.geochat import GeoChatError
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a pl
 
 from clip_pretrain.evaluate.retrieval import EvalError, RetrievalEvalConfig, evaluate_retrieval  # noqa: E402
 from clip_pretrain.models import CheckpointError  # noqa: E402
-from shards.config import run_config_tool  # noqa: E402
+from rs_common.config import run_config_tool  # noqa: E402
 from shards.record import AnnotationError  # noqa: E402
 
 

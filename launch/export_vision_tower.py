@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
 from clip_pretrain.models import CheckpointError  # noqa: E402
-from shards.config import run_config_tool  # noqa: E402
+from rs_common.config import run_config_tool  # noqa: E402
 from vlm_finetune.export import ExportConfig, ExportError, run_export  # noqa: E402
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from shards.config import run_config_tool
-from shards.guards import OutputBusyError
+from rs_common.config import run_config_tool
+from rs_common.guards import OutputBusyError
 from vlm_finetune.geochat import GeoChatError
 from vlm_finetune.instruct import InstructError
 from vlm_finetune.train import FinetuneConfig, FinetuneError, train

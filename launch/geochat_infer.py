@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from shards.config import run_config_tool  # noqa: E402
+from rs_common.config import run_config_tool  # noqa: E402
 from vlm_finetune.evaluate import EvalError  # noqa: E402
 from vlm_finetune.geochat import GeoChatError  # noqa: E402
 from vlm_finetune.infer import InferConfig, run_infer  # noqa: E402

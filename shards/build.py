@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from shards import __version__
 from shards.build_config import BuildConfig
-from shards.config import to_dict
+from rs_common.config import to_dict
 from shards.dedup import find_contaminated, find_duplicates, image_phash
 from shards.imageio import configure_pillow, load_image
-from shards.guards import LOCK_NAME, RunLock, check_apart
+from rs_common.guards import LOCK_NAME, RunLock, check_apart
 from shards.readers import check_input, read_records
 from shards.readers._common import is_under
 from shards.readers.eval_sets import check_eval_set, iter_eval_images

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shards.build import STAGES, BuildPlan, InputSpec, run_build
 from shards.build_config import BuildConfig
-from shards.config import ConfigError, add_config_args, load_config, overrides_from_args, plain_int, setup_logging
+from rs_common.config import ConfigError, add_config_args, load_config, overrides_from_args, plain_int, setup_logging
 from shards.readers import FORMATS
 
 EXAMPLES = """examples:

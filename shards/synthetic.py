@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shards.config import plain_int
+from rs_common.config import plain_int
 
 GSD = 0.5  # metres per pixel written into the DOTA headers
 JPEG_QUALITY = 95

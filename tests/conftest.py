@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.paths import shared_data_dir
+from rs_common.paths import shared_data_dir
 
 
 @pytest.fixture(scope="session")

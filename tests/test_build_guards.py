@@ -18,7 +18,7 @@ from PIL import Image
 from shards.build_config import BuildConfig
 from shards.cli import main as build_main
 from shards.cli import source_names
-from shards.guards import RunLock
+from rs_common.guards import RunLock
 from shards.readers import read_records
 from shards.record import DatasetIssue, Record
 from shards.writer import write_shard

@@ -36,7 +36,7 @@ def test_percent_in_help_is_shown_literally(capsys):
 
 
 def test_a_repeated_list_flag_keeps_every_value():
-    from shards.config import config_parser, parse_config
+    from rs_common.config import config_parser, parse_config
     from vlm_finetune.instruct import InstructConfig
 
     parser = config_parser(InstructConfig, "x")
@@ -92,7 +92,7 @@ def test_our_exported_tower_loads_without_a_load_report(tmp_path, capfd, caplog)
 
 def test_cli_shows_our_progress_lines_but_not_open_clips(tmp_path):
     """A command-line run: open_clip's INFO lines (root logger) are off, ours are on; RS_LOG_LEVEL=INFO shows all."""
-    code = ("import logging, sys; from shards.config import setup_logging; setup_logging(); "
+    code = ("import logging, sys; from rs_common.config import setup_logging; setup_logging(); "
             "logging.getLogger().info('OPEN_CLIP_INFO'); logging.getLogger('clip_pretrain.train').info('OUR_INFO')")
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert "OUR_INFO" in quiet.stderr and "OPEN_CLIP_INFO" not in quiet.stderr

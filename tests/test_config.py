@@ -4,7 +4,7 @@ import pytest
 
 from shards.build_config import BuildConfig
 from shards.cli import build_parser, main as build_main
-from shards.config import ConfigError, load_config, overrides_from_args
+from rs_common.config import ConfigError, load_config, overrides_from_args
 
 
 def test_yaml_then_cli_overrides(tmp_path):
@@ -65,7 +65,7 @@ def test_bare_bool_flags_and_multi_value_lists():
     import argparse
 
     from clip_pretrain.config import TrainConfig
-    from shards.config import add_config_args, overrides_from_args
+    from rs_common.config import add_config_args, overrides_from_args
 
     parser = argparse.ArgumentParser()
     add_config_args(parser, TrainConfig)

@@ -36,7 +36,7 @@ def tiny_dirs(tmp_path_factory):
     """A rs-tiny CLIP tower (32 px, patch 8: 16 image tokens) + a tiny LLaMA whose vocabulary covers the shared-data
     instruction texts, assembled and saved as an HF Llava GeoChat dir."""
     import clip_pretrain  # noqa: F401 - registers rs-tiny
-    from shards.paths import shared_data_dir
+    from rs_common.paths import shared_data_dir
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat
     from vlm_finetune.tiny import word_vocab, write_tiny_llm
@@ -416,7 +416,7 @@ def test_bad_paths_are_one_line_errors_before_the_model_loads(tiny_dirs, tmp_pat
 
 def test_a_second_run_on_a_held_output_is_refused(tiny_dirs, tmp_path, capsys, monkeypatch):
     from launch import finetune_geochat as cli
-    from shards.guards import RunLock
+    from rs_common.guards import RunLock
     from vlm_finetune import geochat
     from vlm_finetune.train import output_lock
 

@@ -16,7 +16,7 @@ import clip_pretrain  # noqa: F401 - registers rs-tiny
 from clip_pretrain.checkpoint import save_safetensors
 from clip_pretrain.identity import CONFIG_NAME, read_identity
 from clip_pretrain.models import CheckpointError, create_clip
-from shards.config import load_config
+from rs_common.config import load_config
 from tests.tiny_shards import write_tiny_shards
 
 

@@ -33,7 +33,7 @@ from clip_pretrain.train import (
     train,
     write_config,
 )
-from shards.config import load_config
+from rs_common.config import load_config
 from tests.test_train import _NoTransform, cfg_for, ddp_rs_tiny, weights
 from tests.tiny_shards import COLOURS, sample_members, write_tiny_shards
 

@@ -25,8 +25,8 @@ from clip_pretrain.config import TrainConfig
 from clip_pretrain.data import DataError, ShardStream, check_tars, expand_urls, shard_sizes
 from clip_pretrain.models import TORCHSCRIPT_HELP, CheckpointError
 from clip_pretrain.train import TrainingDiverged, train
-from shards.config import ConfigError, load_config
-from shards.guards import OutputBusyError
+from rs_common.config import ConfigError, load_config
+from rs_common.guards import OutputBusyError
 from shards.writer import BUILD_MARKER, SHARD_PATTERN, atomic_write_json, write_shard
 from tests.hostile.processes import HARNESS, LAUNCHER
 from tests.tiny_shards import sample_members, write_tiny_shards

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 from vlm_finetune.geochat import (
     GEOCHAT_IMAGE_SIZE,
     VISION_FEATURE_SELECT_STRATEGY,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 
 from .boxes import box_to_polygon, parse_boxes
 from .metrics import (

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from clip_pretrain.models import TORCHSCRIPT_HELP
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 from vlm_finetune.interpolate import MODES, check_image_size, grid_side, interpolate_pos_embed
 from vlm_finetune.weights import read_json, read_weight_file, weight_files
 

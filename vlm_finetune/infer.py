@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 from vlm_finetune.boxes import parse_boxes
 from vlm_finetune.evaluate import EvalError, answer_question, draw_boxes, load_for_inference
 

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 from vlm_finetune.conversation import ConversationError, turn_texts
 
 logger = logging.getLogger(__name__)

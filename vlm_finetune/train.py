@@ -10,7 +10,7 @@ Outputs: ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA 
 Cheap checks come before the model is loaded (:func:`check_inputs`): every setting, the paths, the instruction json
 and each record's image (missing or unreadable images are dropped and counted by reason; none left is an error naming
 the json and the first bad file), the model folder's config, processor files and weight headers. The main process
-holds ``OUTPUT/.lock`` (:class:`shards.guards.RunLock`) for the whole run, so a second run on a folder that a live run
+holds ``OUTPUT/.lock`` (:class:`rs_common.guards.RunLock`) for the whole run, so a second run on a folder that a live run
 is writing is refused.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from shards.config import ConfigError, to_dict
+from rs_common.config import ConfigError, to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def is_main_process() -> bool:
 def output_lock(output: str | Path):
     """``RunLock`` on ``output`` in the main process (a second run on a folder a live run holds is refused with
     OutputBusyError); nothing in the other ranks."""
-    from shards.guards import RunLock
+    from rs_common.guards import RunLock
 
     return RunLock(output, what="fine-tuning run") if is_main_process() else contextlib.nullcontext()
 

@@ -49,7 +49,7 @@ import torch
 
 from clip_pretrain.models import TORCHSCRIPT_HELP
 from shards.build_config import ImageConfig
-from shards.config import ConfigError, to_dict
+from rs_common.config import ConfigError, to_dict
 from shards.imageio import decode
 from shards.readers._common import first_existing_dir, load_json_file
 from shards.readers.captions import IMAGE_DIRS, caption_json_files, parse_entry

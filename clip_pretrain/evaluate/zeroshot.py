@@ -32,7 +32,7 @@ from clip_pretrain.evaluate.retrieval import (
     resolve_device,
 )
 from clip_pretrain.models import TORCHSCRIPT_HELP
-from shards.config import ConfigError, to_dict
+from rs_common.config import ConfigError, to_dict
 from shards.readers._common import list_images
 from shards.writer import atomic_write_json
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from shards.build_config import BuildConfig
-from shards.config import ConfigError
+from rs_common.config import ConfigError
 from shards.m2b import MaskKey
 from shards.readers._common import absolute, index_by_rel_stem, list_images, record_issue, rel_posix, sort_records, walk
 from shards.record import LayoutError, Record

@@ -70,7 +70,7 @@ def _second_live_build(ws: Path) -> list[str]:
 
 
 def _hold_lock(ws: Path):
-    from shards.guards import RunLock
+    from rs_common.guards import RunLock
 
     return RunLock(ws / "out", what="shard build")
 

@@ -150,7 +150,7 @@ def _long_run(ws: Path) -> list[str]:
 
 
 def _hold_lock(ws: Path):
-    from shards.guards import RunLock
+    from rs_common.guards import RunLock
 
     return RunLock(ws / "out", what="training run")
 

@@ -59,7 +59,7 @@ def _not_json(ws: Path) -> Path:
 
 
 def _hold_lock(ws: Path):
-    from shards.guards import RunLock
+    from rs_common.guards import RunLock
 
     return RunLock(ws / "out", what="fine-tuning run")
 

@@ -312,7 +312,7 @@ def parse_config(parser: argparse.ArgumentParser, cls: type[T], argv: list[str] 
         parser.error(str(exc))
 
 
-OUR_LOGGERS = ("shards", "clip_pretrain", "vlm_finetune", "launch")
+OUR_LOGGERS = ("rs_common", "shards", "clip_pretrain", "vlm_finetune", "launch", "synthetic")
 
 
 def setup_logging() -> None:
