@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 
 from shards.cli import main as build_shards  # noqa: E402
-from shards.synthetic import generate_demo  # noqa: E402
+from synthetic.demo_data import generate_demo  # noqa: E402
 
 
 def baseline(paths: list[Path], quality: int) -> float:

@@ -37,11 +37,11 @@ def make_model(root: Path, image_size: int, hidden: int, layers: int, tower_name
 
     import clip_pretrain  # noqa: F401 - registers rs-tiny
     from rs_common.paths import shared_data_dir
-    from vlm_finetune.conversation import SYSTEM
+    from rs_common.formats.conversation import SYSTEM
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat
     from vlm_finetune.instruct import build_instruct
-    from vlm_finetune.tiny import word_vocab, write_tiny_llm
+    from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
     data = shared_data_dir()
     recs = build_instruct([("dota", str(data / "detection/dota")), ("folders", str(data / "scenes/aid"))],
@@ -88,7 +88,7 @@ def run_baseline(model: str, data: str, images: str, out: str, steps: int, batch
     from PIL import Image
     from transformers import Trainer, TrainingArguments
 
-    from vlm_finetune.conversation import build_prompt
+    from rs_common.formats.conversation import build_prompt
     from vlm_finetune.geochat import load_geochat
     from vlm_finetune.train import lora_target_regex
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.tiny_shards import write_tiny_shards  # noqa: E402
+from synthetic.tiny_shards import write_tiny_shards  # noqa: E402
 
 CONFIGS = (("ViT-B-32", 256), ("ViT-L-14", 28))
 

@@ -5,7 +5,7 @@
 Random unit-norm float32 embeddings (queries and database drawn independently, seed fixed). Both sides find
 the top ``k`` database rows by inner product for every query, with bounded memory:
 
-* faiss: ``clip_pretrain.evaluate.retrieval.FlatIPSearcher`` (IndexFlatIP, CPU here; a GPU index when faiss has
+* faiss: ``clip_pretrain.evaluate.recall.FlatIPSearcher`` (IndexFlatIP, CPU here; a GPU index when faiss has
   GPUs) searched ``--search-batch`` queries at a time, ids re-sorted by (score desc, id asc) (``recall_at_k``
   searches ``max(ks) + 1`` this way and settles ties at a cut-off with torch.topk, see its module doc);
 * torch: per block of ``--torch-batch`` queries, the database in chunks of ``--db-chunk`` rows: matmul, topk of
@@ -35,7 +35,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from clip_pretrain.evaluate.retrieval import FlatIPSearcher, faiss_gpu_available  # noqa: E402
+from clip_pretrain.evaluate.recall import FlatIPSearcher, faiss_gpu_available  # noqa: E402
 
 
 def random_unit(n: int, dim: int, seed: int, chunk: int = 65536) -> np.ndarray:

@@ -9,6 +9,7 @@ weights for ``open_clip.create_model(NAME, pretrained=PATH)``.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -17,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clip_pretrain.config import TrainConfig
 from clip_pretrain.models import CheckpointError
+
+log = logging.getLogger(__name__)
 
 STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 # Settings that decide how a run continues (the schedule, the data order, what a step means). A resume with any
@@ -185,3 +189,47 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "keys": "open_clip"})
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- resuming a run
+
+
+REQUIRED_KEYS = ("state_dict", "optimizer", "step", "epoch", "step_in_epoch", "data", "rng", "world_size", "workers")
+
+
+def shard_list(urls: list[str], sizes: list[int]) -> list[list]:
+    """``[[absolute path, samples], ...]``: what the checkpoint records of the data, so a resume can tell."""
+    return [[u if "://" in u else os.path.abspath(u), n] for u, n in zip(urls, sizes)]
+
+
+def read_resume(cfg: TrainConfig, output: Path, settings: dict) -> tuple[Path | None, dict | None, bool]:
+    """The --resume checkpoint (path, contents) checked against this run, and whether its data position still
+    means anything. Refuses (ResumeError) a checkpoint whose run had other settings that change how training
+    continues, unless --resume-force, which warns and names them. Older checkpoints lacking a recorded setting
+    are not held to it."""
+    path = resolve_resume(cfg.resume, output)
+    if path is None:
+        return None, None, True
+    ckpt = load_checkpoint(path)
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: lacks {', '.join(missing)}: not a training checkpoint of this tool "
+                              "(to start from weights alone use --pretrained)")
+    old = ckpt.get("run_settings") or resume_settings(ckpt.get("config") or {}, None)
+    changes = changed_settings(old, settings)
+    if changes and not cfg.resume_force:
+        raise ResumeError(f"--resume {path}: the checkpoint's run had other settings: {'; '.join(changes)}: rerun with "
+                          "the checkpoint's settings, or pass --resume-force to continue with the new ones")
+    if changes:
+        log.warning("--resume-force: continuing %s with changed settings: %s", path, "; ".join(changes))
+    data_kept = not any(c.split(" ", 1)[0] in DATA_SETTINGS for c in changes)
+    return path, ckpt, data_kept
+
+
+def check_fresh_output(output: Path) -> None:
+    """A run without --resume must not write over another run's checkpoints and weights (open_clip_train refuses
+    an existing experiment too): continue it with --resume latest, or start in a new folder."""
+    done = [p for p in (output / "final.safetensors",) if p.exists()] + list_checkpoints(output)
+    if done:
+        raise ResumeError(f"--output {output} already holds a training run ({done[-1].name}); pass --resume latest to "
+                          "continue it, or choose a new --output")

@@ -229,7 +229,12 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, run_steps = parse_train_config(argv)
+    return run_train_command(*parse_train_config(argv))
+
+
+def run_train_command(cfg: TrainConfig, run_steps: int = 0) -> int:
+    """Train per ``cfg``; expected errors become one ``error:`` line and exit status 2; rank 0 prints the summary as
+    one JSON line. Returns the exit status."""
     setup_logging()
     from clip_pretrain.train import train  # heavy imports after argument checks
 

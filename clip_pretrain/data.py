@@ -44,7 +44,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from clip_pretrain.config import AugConfig
-from shards.writer import MANIFEST, build_state
+from rs_common.formats.shard_sample import CAPTION, MANIFEST, META, SIZES, build_state, json_captions, sample_keys
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SKIP_REASONS = ("no_caption", "corrupt_image", "no_image")  # decode_sample's reasons, always shown in errors
@@ -103,14 +103,7 @@ def expand_urls(spec: str) -> list[str]:
 
 def count_samples(url: str) -> int:
     """Samples in one tar by reading its headers (used when no sizes.json lies beside it)."""
-    keys = set()
-    with tarfile.open(url) as tar:
-        for member in tar:
-            if member.isfile():
-                key, _ = wds.tariterators.base_plus_ext(member.name)  # webdataset's own grouping rule
-                if key is not None:
-                    keys.add(key)
-    return len(keys)
+    return len(sample_keys(url))  # webdataset's own grouping rule
 
 
 def shard_sizes(urls: list[str]) -> list[int]:
@@ -120,7 +113,7 @@ def shard_sizes(urls: list[str]) -> list[int]:
     sizes: dict[str, int] = {}
     written: dict[str, float] = {}
     for folder in {str(Path(u).parent) for u in urls}:
-        sizes_json = Path(folder) / "sizes.json"
+        sizes_json = Path(folder) / SIZES
         if sizes_json.is_file():
             try:
                 listed = {str(Path(folder) / k): int(v) for k, v in json.loads(sizes_json.read_text()).items()}
@@ -340,13 +333,13 @@ def decode_sample(sample: dict) -> tuple[Image.Image, list[str]]:
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
         raise ValueError(f"corrupt_image: {exc}") from None
     captions: list[str] = []
-    if "json" in sample:
+    if META in sample:
         try:
-            captions = [c for c in json.loads(sample["json"]).get("captions", []) if isinstance(c, str) and c.strip()]
-        except (ValueError, AttributeError):
+            captions = json_captions(sample[META])
+        except ValueError:
             captions = []
-    if not captions and "txt" in sample:
-        captions = [sample["txt"].decode("utf-8", "replace").strip()]
+    if not captions and CAPTION in sample:
+        captions = [sample[CAPTION].decode("utf-8", "replace").strip()]
     captions = [c for c in captions if c]
     if not captions:
         raise ValueError("no_caption: sample has no caption")

@@ -18,12 +18,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from rs_common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ def write_identity(folder: str | Path, name: str, model: torch.nn.Module, quick_
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CONFIG_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"model_name": name, "model_cfg": cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"model_name": name, "model_cfg": cfg, "preprocess_cfg": preprocess}, indent=2) + "\n")
     return path
 
 

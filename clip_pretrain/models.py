@@ -32,6 +32,8 @@ import open_clip
 import torch
 from open_clip.model import resize_pos_embed, resize_text_pos_embed
 
+from rs_common.errors import first_line
+
 from clip_pretrain.identity import (  # noqa: F401 - is_torchscript is part of this module's interface
     OPENAI_EXTRA_KEYS,
     IdentityError,
@@ -96,21 +98,6 @@ def refuse_torchscript(path: Path) -> None:
         f"so it is refused unless you pass {TORCHSCRIPT_FLAG} (only for a file from a source you trust, such as "
         "OpenAI's released ViT-B-32.pt)"
     )
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """``Type: first sentence of the message`` (at most ``limit`` characters), or the type alone when there is none
-    (an IndexError from a zero-byte file has no message); for ``torch.load(weights_only=True)`` refusing a pickled
-    object, its reason rather than the advice around it. Every weights loader's one-line errors use it."""
-    refused = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
-    if refused:
-        return f"it holds objects other than tensors, refused by torch.load(weights_only=True): " \
-               f"{refused.group(1).split('. ')[0]}"
-    lines = str(exc).strip().splitlines()
-    text = lines[0].split(". ")[0] if lines else ""  # the first sentence: the advice after it is torch's, not ours
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def file_kind(path: Path) -> str:

@@ -1,12 +1,14 @@
-"""The contrastive training loop: one function, readable top to bottom.
+"""The contrastive training loop: ``train`` checks the inputs, ``run_training`` builds the model and the :class:`Trainer`
+(one optimizer step, one checkpoint), runs :func:`training_loop` and writes the summary (:func:`finish_run`).
 
 ``train(cfg)`` runs under torchrun (any number of processes) or alone. Per step: ``accum_freq`` batches -> model ->
 open_clip's ``ClipLoss`` (bidirectional InfoNCE; ``local_loss`` + ``gather_with_grad`` across processes) ->
 backward (GradScaler for fp16 AMP) -> optional clipping -> AdamW -> LR schedule (open_clip_train's cosine, const,
 const-cooldown) -> logit-scale clamp to [0, ln 100]. Checkpoints are atomic and hold everything needed to continue
 mid-epoch (see ``checkpoint.py``/``data.py``); SIGTERM/SIGINT finish the current step, save, and return.
-Evaluation during training (``--val-data``, ``--zeroshot-data``) runs on rank 0 every N epochs / steps and at the
-end; its rows go to log.jsonl, wandb/TensorBoard and the loss curve.
+Evaluation during training (``--val-data``, ``--zeroshot-data``; ``train_eval.py``) runs on rank 0 every N epochs /
+steps and at the end; its rows go to log.jsonl, wandb/TensorBoard (``run_log.py``) and the loss curve. The LR schedules
+are ``schedules.py``.
 
 Everything that can be checked without the model is checked first (the shards, their build, the first samples,
 the --resume checkpoint and whether its settings match), so bad input fails in about a second, not after the
@@ -23,37 +25,32 @@ import logging
 import math
 import os
 import random
-import secrets
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from clip_pretrain.checkpoint import (
-    DATA_SETTINGS,
     ResumeError,
-    changed_settings,
-    list_checkpoints,
-    load_checkpoint,
-    resolve_resume,
+    check_fresh_output,
+    read_resume,
     resume_settings,
     rng_state,
     save_checkpoint,
     save_safetensors,
     set_rng_state,
+    shard_list,
 )
-from clip_pretrain.config import TrainConfig, report_targets
+from clip_pretrain.config import TrainConfig
 from clip_pretrain.data import (
     DataError,
     RSTrainTransform,
@@ -65,49 +62,16 @@ from clip_pretrain.data import (
 )
 from clip_pretrain.distributed import DistInfo, barrier, close_distributed, init_distributed
 from clip_pretrain.identity import write_identity
-from clip_pretrain.models import CheckpointError, create_clip
+from clip_pretrain.models import create_clip
 from clip_pretrain.report import write_loss_curve
+from clip_pretrain.run_log import RunLog, trim_log, write_config
+from clip_pretrain.schedules import lr_schedule
+from clip_pretrain.train_eval import EvalPlan, evaluate_after_training, evaluate_now, plan_evaluation
 from rs_common.config import to_dict
 from rs_common.guards import RunLock, stop_with_parent, under_torchrun
+from rs_common.torch_env import precision_autocast
 
 log = logging.getLogger(__name__)
-
-
-def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
-    """Linear warm-up to ``base_lr`` over ``warmup`` steps, then cosine to 0 at ``total`` (open_clip_train's)."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))) * base_lr
-
-
-def const_lr(step: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up, then ``base_lr`` (open_clip_train's ``const``)."""
-    return base_lr * (step + 1) / warmup if step < warmup else base_lr
-
-
-def const_cooldown_lr(step: int, base_lr: float, warmup: int, total: int, cooldown: int, power: float = 1.0,
-                      end_lr: float = 0.0) -> float:
-    """Linear warm-up, ``base_lr``, then over the last ``cooldown`` steps a decay ``(1 - e/es) ** power`` from
-    ``base_lr`` to ``end_lr`` (open_clip_train's ``const-cooldown``, formula for formula)."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    start = total - cooldown
-    if step < start:
-        return base_lr
-    return (1 - (step - start) / (total - start)) ** power * (base_lr - end_lr) + end_lr
-
-
-def lr_schedule(cfg: TrainConfig, total_steps: int, spe: int) -> Callable[[int], float]:
-    """``step -> lr`` for ``cfg.lr_scheduler``; the cooldown is counted in epochs of optimizer steps, as
-    open_clip_train counts it (``steps per epoch // accum_freq * epochs_cooldown``)."""
-    if cfg.lr_scheduler == "const":
-        return lambda step: const_lr(step, cfg.lr, cfg.warmup)
-    if cfg.lr_scheduler == "const-cooldown":
-        cooldown = spe * cfg.epochs_cooldown  # longer than the run: the decay starts before step 0, as there
-        return lambda step: const_cooldown_lr(step, cfg.lr, cfg.warmup, total_steps, cooldown, cfg.lr_cooldown_power,
-                                              cfg.lr_cooldown_end)
-    return lambda step: cosine_lr(step, cfg.lr, cfg.warmup, total_steps)
 
 
 def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
@@ -119,14 +83,6 @@ def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
         exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
         (no_decay if exclude else decay).append(p)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
-
-
-def autocast_for(precision: str, device: torch.device):
-    if precision == "amp" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if precision == "amp_bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def lock_towers(model: torch.nn.Module, cfg: TrainConfig) -> None:
@@ -219,281 +175,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-WANDB_ID_FILE = "wandb_run_id"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` via a temporary file and a rename: a killed run never leaves it half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_config(cfg: TrainConfig, output: Path) -> Path:
-    """OUTPUT/config.yaml: the resolved settings (defaults < YAML < flags, open_clip_train's names mapped), which
-    ``--config OUTPUT/config.yaml`` loads back into the same TrainConfig."""
-    path = output / "config.yaml"
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
-
-
-def wandb_run_id(output: Path, resuming: bool) -> str:
-    """The wandb run of this run directory: a resumed run continues the id kept in OUTPUT/wandb_run_id (one wandb
-    run, not two); a fresh start gets a new id, kept there."""
-    path = output / WANDB_ID_FILE
-    if resuming and path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    run_id = secrets.token_hex(4)  # wandb's id alphabet; its generate_id helper moved between wandb versions
-    atomic_write_text(path, run_id + "\n")
-    return run_id
-
-
-class RunLog:
-    """log.jsonl on rank 0, plus wandb and/or TensorBoard when --report-to asks (wandb offline unless WANDB_MODE says
-    otherwise). ``start_step``: the step this invocation continues from; TensorBoard hides the events a killed
-    run had logged after it (they are logged again), and a resumed run logs into the same wandb run."""
-
-    def __init__(self, cfg: TrainConfig, info: DistInfo, output: Path, start_step: int = 0, resuming: bool = False):
-        self.enabled = info.is_main
-        self.path = output / "log.jsonl"
-        self.wandb = self.tensorboard = None
-        targets = report_targets(cfg.report_to) if self.enabled else set()
-        if "wandb" in targets:
-            import wandb
-
-            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(output), config=to_dict(cfg), name=output.name,
-                                    id=wandb_run_id(output, resuming), resume="allow",
-                                    mode=os.environ.get("WANDB_MODE", "offline"))
-        if "tensorboard" in targets:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(output / "tensorboard"), purge_step=start_step + 1)
-
-    def write(self, row: dict) -> None:
-        """One row (a training step's, or an evaluation's with ``"kind": "eval"``) to every target, at its step."""
-        if not self.enabled:
-            return
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
-        if self.wandb is not None:
-            self.wandb.log(numbers, step=row.get("step"))
-        if self.tensorboard is not None:
-            for key, value in numbers.items():
-                self.tensorboard.add_scalar(key, value, row.get("step"))
-            self.tensorboard.flush()
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-def trim_log(path: Path, step: int) -> None:
-    """Keep the rows of ``path`` (log.jsonl) up to ``step``, atomically: a run resumed from step N repeats the
-    steps after N, whose rows a killed run had already logged. A half-written last line is dropped too."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
-
-
-def evaluate_after_training(cfg: TrainConfig, bundle, info: DistInfo, out: Path, step: int) -> dict:
-    """Retrieval on ``cfg.eval``'s set with the just-trained model (rank 0); metrics also in OUT/metrics.json, whose
-    ``model_source`` (and the report's header) names the run and the step scored."""
-    from clip_pretrain.evaluate.retrieval import RetrievalEvalConfig, evaluate_retrieval
-
-    eval_cfg = RetrievalEvalConfig(
-        model=bundle.name, captions=cfg.eval.captions or None, images=cfg.eval.images or None, split=cfg.eval.split,
-        shards=cfg.eval.shards or None, output=str(out), device=str(info.device), workers=min(cfg.workers, 2),
-        save_embeddings=False,
-    )
-    bundle.model.eval()
-    source = f"training run {out.parent.resolve()}, step {step} (its final.safetensors)"
-    return evaluate_retrieval(eval_cfg, bundle=bundle, source=source)
-
-
-# ---------------------------------------------------------------- evaluation during training
-
-
-@dataclasses.dataclass
-class EvalPlan:
-    """What evaluation during training reads and when: the --val-data set (listed once, before the model is built),
-    the --zeroshot-data folder, and the frequencies (epochs; ``every_steps`` steps)."""
-
-    val_set: object | None  # clip_pretrain.evaluate.retrieval.EvalSet
-    zeroshot_data: str
-    val_frequency: int
-    zeroshot_frequency: int
-    every_steps: int
-
-    def due(self, step: int, total_steps: int, epoch_done: int | None) -> tuple[bool, bool]:
-        """(validation, zero-shot) after ``step``: every N epochs (``epoch_done`` = the number of epochs just
-        completed, None mid-epoch) as open_clip_train, every ``every_steps`` steps, and at the end."""
-        def wanted(freq: int) -> bool:
-            if self.every_steps and (step % self.every_steps == 0 or step == total_steps):
-                return True
-            return bool(freq) and (step == total_steps or (epoch_done is not None and epoch_done % freq == 0))
-
-        return (self.val_set is not None and wanted(self.val_frequency),
-                bool(self.zeroshot_data) and wanted(self.zeroshot_frequency))
-
-
-def plan_evaluation(cfg: TrainConfig) -> EvalPlan | None:
-    """The eval sets of --val-data / --zeroshot-data, checked before the model is built (a wrong path fails in a
-    second with the evaluator's one-line EvalError, not after the first epoch)."""
-    if not cfg.val_data and not cfg.zeroshot_data:
-        return None
-    val_set = None
-    if cfg.val_data:
-        from clip_pretrain.evaluate.retrieval import load_shard_eval_set
-
-        val_set = load_shard_eval_set(cfg.val_data)
-        if cfg.val_num_samples:
-            val_set = dataclasses.replace(val_set, items=val_set.items[:cfg.val_num_samples])
-    if cfg.zeroshot_data:
-        from clip_pretrain.evaluate.zeroshot import list_class_folders
-
-        list_class_folders(cfg.zeroshot_data)
-    return EvalPlan(val_set, cfg.zeroshot_data, cfg.val_frequency, cfg.zeroshot_frequency, cfg.eval_every_steps)
-
-
-class CastInputs(torch.nn.Module):
-    """The model as the evaluators call it (``encode_image``/``encode_text``), with images cast to the weights' dtype:
-    they feed float32 pixels, which an fp16/bf16 model (``--precision fp16|bf16|pure_*``) refuses on CPU."""
-
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        return self.model.encode_image(image.to(self.dtype), normalize=normalize)
-
-    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        return self.model.encode_text(text, normalize=normalize)
-
-
-@contextmanager
-def rng_preserved():
-    """Run a block without moving any RNG the training loop reads: evaluating must not change what a run does
-    next, or a run that evaluated would differ from its resumed continuation."""
-    state = rng_state()
-    try:
-        yield
-    finally:
-        set_rng_state(state)
-
-
-def clip_val_loss(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray, logit_scale: float,
-                  batch_size: int) -> float:
-    """open_clip_train's ``clip_val_loss``: the contrastive loss of each batch of ``batch_size`` images with one
-    caption each (its first), averaged over images; from the evaluator's unit-norm embeddings (the same features the
-    model's forward returns)."""
-    imaged, first = np.unique(text_to_image, return_index=True)  # the images with captions, each one's first
-    images, texts = torch.from_numpy(image_emb[imaged]), torch.from_numpy(text_emb[first])
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        logits = logit_scale * images[start:start + batch_size] @ texts[start:start + batch_size].T
-        labels = torch.arange(len(logits))
-        total += float((F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2) * len(logits)
-    return total / max(len(images), 1)
-
-
-def validation_metrics(bundle, eval_set, cfg: TrainConfig, device: torch.device, logit_scale: float) -> dict:
-    """Validation loss and retrieval recall@1/5/10 (i2t, t2i, mean) on --val-data, through the retrieval
-    evaluator's own embedding and recall functions."""
-    from clip_pretrain.evaluate.retrieval import embed_eval_set, recall_at_k
-
-    image_emb, text_emb, text_to_image, _, _ = embed_eval_set(bundle, eval_set, device, cfg.batch_size,
-                                                              min(cfg.workers, 2))
-    recall = recall_at_k(image_emb, text_emb, text_to_image, use_gpu=None if device.type == "cuda" else False)
-    out = {"val_loss": round(clip_val_loss(image_emb, text_emb, text_to_image, logit_scale, cfg.batch_size), 5)}
-    out.update({f"val_{k}": round(v, 3) if isinstance(v, float) else v for k, v in recall.items()})
-    return out
-
-
-def zeroshot_metrics(bundle, cfg: TrainConfig, device: torch.device, out: Path) -> dict:
-    """Zero-shot top-1/top-5 on --zeroshot-data through the zero-shot evaluator (its files go to ``out``)."""
-    from clip_pretrain.evaluate.zeroshot import ZeroShotConfig, evaluate_zeroshot
-
-    metrics = evaluate_zeroshot(ZeroShotConfig(model=bundle.name, data=cfg.zeroshot_data, output=str(out),
-                                               batch_size=cfg.batch_size, device=str(device),
-                                               workers=min(cfg.workers, 2)), bundle=bundle)
-    return {"zeroshot_top1": round(metrics["top1"], 3), "zeroshot_top5": round(metrics["top5"], 3)}
-
-
-def evaluate_during_training(bundle, cfg: TrainConfig, which: tuple[bool, bool], plan: EvalPlan, device: torch.device,
-                             out: Path) -> dict:
-    """The evaluations due (``which`` = (validation, zero-shot)) with the model as it is now (rank 0), leaving it in
-    training mode and every RNG as it was. Returns the metrics for the eval row."""
-    model = bundle.model
-    dtype = open_clip.get_input_dtype(cfg.precision)
-    eval_bundle = dataclasses.replace(bundle, model=CastInputs(model, dtype)) if dtype is not None else bundle
-    start = time.perf_counter()
-    row: dict = {}
-    with rng_preserved():
-        try:
-            if which[0]:
-                row.update(validation_metrics(eval_bundle, plan.val_set, cfg, device, model.logit_scale.exp().item()))
-            if which[1]:
-                row.update(zeroshot_metrics(eval_bundle, cfg, device, out / "zeroshot"))
-        finally:
-            model.train()
-    row["eval_seconds"] = round(time.perf_counter() - start, 2)
-    return row
-
-
-REQUIRED_KEYS = ("state_dict", "optimizer", "step", "epoch", "step_in_epoch", "data", "rng", "world_size", "workers")
-
-
-def shard_list(urls: list[str], sizes: list[int]) -> list[list]:
-    """``[[absolute path, samples], ...]``: what the checkpoint records of the data, so a resume can tell."""
-    return [[u if "://" in u else os.path.abspath(u), n] for u, n in zip(urls, sizes)]
-
-
-def read_resume(cfg: TrainConfig, output: Path, settings: dict) -> tuple[Path | None, dict | None, bool]:
-    """The --resume checkpoint (path, contents) checked against this run, and whether its data position still
-    means anything. Refuses (ResumeError) a checkpoint whose run had other settings that change how training
-    continues, unless --resume-force, which warns and names them. Older checkpoints lacking a recorded setting
-    are not held to it."""
-    path = resolve_resume(cfg.resume, output)
-    if path is None:
-        return None, None, True
-    ckpt = load_checkpoint(path)
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: lacks {', '.join(missing)}: not a training checkpoint of this tool "
-                              "(to start from weights alone use --pretrained)")
-    old = ckpt.get("run_settings") or resume_settings(ckpt.get("config") or {}, None)
-    changes = changed_settings(old, settings)
-    if changes and not cfg.resume_force:
-        raise ResumeError(f"--resume {path}: the checkpoint's run had other settings: {'; '.join(changes)}: rerun with "
-                          "the checkpoint's settings, or pass --resume-force to continue with the new ones")
-    if changes:
-        log.warning("--resume-force: continuing %s with changed settings: %s", path, "; ".join(changes))
-    data_kept = not any(c.split(" ", 1)[0] in DATA_SETTINGS for c in changes)
-    return path, ckpt, data_kept
-
-
-def check_fresh_output(output: Path) -> None:
-    """A run without --resume must not write over another run's checkpoints and weights (open_clip_train refuses
-    an existing experiment too): continue it with --resume latest, or start in a new folder."""
-    done = [p for p in (output / "final.safetensors",) if p.exists()] + list_checkpoints(output)
-    if done:
-        raise ResumeError(f"--output {output} already holds a training run ({done[-1].name}); pass --resume latest to "
-                          "continue it, or choose a new --output")
 
 
 def diverged_message(step: int, loss: torch.Tensor, lr: float, last_good: Path | None) -> str:
@@ -623,177 +304,269 @@ class TrainPlan:
     evals: EvalPlan | None
 
 
-def run_training(cfg: TrainConfig, info: DistInfo, output: Path, plan: TrainPlan,
-                 resume: tuple[Path | None, dict | None, bool], run_steps: int) -> dict:
-    """The model, the optimizer and the loop, once the inputs have passed ``train``'s checks."""
+def build_model(cfg: TrainConfig, info: DistInfo, output: Path):
+    """The seeded model (its identity written beside every checkpoint on rank 0), towers locked as asked."""
     seed_everything(cfg.seed + info.rank)
     check_precision(cfg.precision, info.device)
     bundle = create_clip(cfg.model, cfg.pretrained or None, device=info.device, precision=cfg.precision,
                          force_quick_gelu=cfg.force_quick_gelu, allow_torchscript=cfg.allow_torchscript)
-    model = bundle.model
     if info.is_main:  # the model's name and activation travel with every checkpoint this run writes
         for folder in (output, output / "checkpoints"):
-            write_identity(folder, bundle.name, model, bundle.quick_gelu)
-    lock_towers(model, cfg)
+            write_identity(folder, bundle.name, bundle.model, bundle.quick_gelu)
+    lock_towers(bundle.model, cfg)
     if cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    pp = open_clip.get_model_preprocess_cfg(model)
+        bundle.model.set_grad_checkpointing(True)
+    return bundle
+
+
+def make_dataset(cfg: TrainConfig, info: DistInfo, plan: TrainPlan, bundle) -> ShardStream:
+    """This rank's batch stream, preprocessed at the model's image size and normalisation."""
+    pp = open_clip.get_model_preprocess_cfg(bundle.model)
     size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
-    spe, total_steps, settings = plan.spe, plan.total_steps, plan.settings
-    dataset = ShardStream(plan.urls, plan.sizes, rank=info.rank, world=info.world_size, batch_size=cfg.batch_size,
-                          seed=cfg.seed, transform=RSTrainTransform(size, pp["mean"], pp["std"], cfg.aug),
-                          tokenizer=bundle.tokenizer, shuffle_buffer=cfg.shuffle_buffer, num_samples=cfg.train_num_samples,
-                          max_bad_in_a_row=cfg.max_consecutive_bad_samples, resampled=cfg.dataset_resampled)
+    return ShardStream(plan.urls, plan.sizes, rank=info.rank, world=info.world_size, batch_size=cfg.batch_size,
+                       seed=cfg.seed, transform=RSTrainTransform(size, pp["mean"], pp["std"], cfg.aug),
+                       tokenizer=bundle.tokenizer, shuffle_buffer=cfg.shuffle_buffer, num_samples=cfg.train_num_samples,
+                       max_bad_in_a_row=cfg.max_consecutive_bad_samples, resampled=cfg.dataset_resampled)
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.wd), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "amp" and info.device.type == "cuda" else None
-    loss_fn = open_clip.ClipLoss(local_loss=cfg.local_loss, gather_with_grad=cfg.gather_with_grad, cache_labels=True,
-                                 rank=info.rank, world_size=info.world_size)
-    input_dtype = open_clip.get_input_dtype(cfg.precision)
 
-    step, epoch, step_in_epoch, raw = 0, 0, 0, {}
-    skipped: dict[int, dict] = {}
-    resume_path, ckpt, data_kept = resume
-    if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])
+@dataclasses.dataclass
+class LoopState:
+    """Where the run stands: the optimizer step, the epoch and the step in it, and per loader role the raw samples
+    consumed this epoch (``raw``, what an exact resume skips) and the skip counts (``skipped``)."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    raw: dict = dataclasses.field(default_factory=dict)
+    skipped: dict = dataclasses.field(default_factory=dict)
+    steps_this_run: int = 0
+
+    def advance(self, micro: list[dict], spe: int) -> int | None:
+        """Count one optimizer step over the loader batches ``micro``; returns the number of epochs completed when
+        this step ended one (the next batch starts the next epoch's plan), else None."""
+        self.step, self.step_in_epoch, self.steps_this_run = self.step + 1, self.step_in_epoch + 1, self.steps_this_run + 1
+        for batch in micro:
+            self.raw[batch["role"]] = batch["raw_consumed"]
+            self.skipped[batch["role"]] = batch["skipped"]
+        if self.step_in_epoch != spe:
+            return None
+        self.epoch, self.step_in_epoch, self.raw = self.epoch + 1, 0, {}
+        return self.epoch
+
+
+class Trainer:
+    """The model, its optimizer and loss, and where the run stands: what one optimizer step and one checkpoint need."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, output: Path, plan: TrainPlan, bundle):
+        self.cfg, self.info, self.output, self.plan, self.bundle = cfg, info, output, plan, bundle
+        self.model = self.train_model = bundle.model
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.wd), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                           eps=cfg.eps)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "amp" and info.device.type == "cuda" else None
+        self.loss_fn = open_clip.ClipLoss(local_loss=cfg.local_loss, gather_with_grad=cfg.gather_with_grad,
+                                          cache_labels=True, rank=info.rank, world_size=info.world_size)
+        self.input_dtype = open_clip.get_input_dtype(cfg.precision)
+        self.state = LoopState()
+        self.last_good: Path | None = None  # the newest checkpoint written (or resumed from)
+        self.last_saved = 0  # the step it holds
+
+    def restore(self, resume: tuple[Path | None, dict | None, bool]) -> None:
+        """Continue from the --resume checkpoint: weights, optimizer, scaler, position (and the data position and RNG
+        states when the data layout is the same; otherwise the next epoch starts)."""
+        resume_path, ckpt, data_kept = resume
+        self.last_good = resume_path
+        if ckpt is None:
+            return
+        self.model.load_state_dict(ckpt["state_dict"])
         try:
-            optimizer.load_state_dict(ckpt["optimizer"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         except ValueError as exc:  # --resume-force with other tower locks: other parameters in the optimizer
             raise ResumeError(f"--resume {resume_path}: its optimizer state does not fit this run's trainable "
                               f"parameters ({exc}): resume with the checkpoint's --lock-* settings") from None
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        step, epoch, step_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
-        same_layout = ckpt["world_size"] == info.world_size and ckpt["workers"] == cfg.workers
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        state = self.state
+        state.step, state.epoch, state.step_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]
+        same_layout = ckpt["world_size"] == self.info.world_size and ckpt["workers"] == self.cfg.workers
         if same_layout and data_kept:
-            raw = {int(k): v for k, v in ckpt["data"][info.rank].items()}
-            set_rng_state(ckpt["rng"][info.rank])
-        elif step_in_epoch:
+            state.raw = {int(k): v for k, v in ckpt["data"][self.info.rank].items()}
+            set_rng_state(ckpt["rng"][self.info.rank])
+        elif state.step_in_epoch:
             log.warning("world size/workers/data/batch size changed since the checkpoint: the data position cannot "
                         "carry over, continuing with the next epoch's data")
-            epoch, step_in_epoch = epoch + 1, 0
-        if info.is_main:
-            print(f"[train] resumed from {resume_path} at step {step} (epoch {epoch}, step {step_in_epoch} of {spe})")
-        del ckpt
-    train_model = model
-    if cfg.torch_compile:
-        train_model = torch.compile(train_model)
-    if info.distributed:
-        train_model = DistributedDataParallel(train_model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+            state.epoch, state.step_in_epoch = state.epoch + 1, 0
+        if self.info.is_main:
+            print(f"[train] resumed from {resume_path} at step {state.step} (epoch {state.epoch}, step "
+                  f"{state.step_in_epoch} of {self.plan.spe})")
 
-    def checkpoint_state() -> dict:
-        data = gather_objects({str(k): v for k, v in raw.items()}, info)
-        rngs = gather_objects(rng_state(), info)
+    def wrap(self) -> None:
+        """torch.compile and DDP around the model (checkpoints keep saving the plain model's weights)."""
+        if self.cfg.torch_compile:
+            self.train_model = torch.compile(self.train_model)
+        if self.info.distributed:
+            ids = [self.info.local_rank] if self.info.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.train_model, device_ids=ids)
+
+    def checkpoint_state(self) -> dict:
+        """Everything a resume needs; collective (every rank's data position and RNG states are gathered)."""
+        state, cfg = self.state, self.cfg
+        data = gather_objects({str(k): v for k, v in state.raw.items()}, self.info)
+        rngs = gather_objects(rng_state(), self.info)
         return {
-            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "data": data, "rng": rngs,
-            "world_size": info.world_size, "workers": cfg.workers, "model_name": bundle.name,
-            "quick_gelu": bundle.quick_gelu, "config": to_dict(cfg),
-            "run_settings": settings,
+            "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": state.step, "epoch": state.epoch, "step_in_epoch": state.step_in_epoch, "data": data, "rng": rngs,
+            "world_size": self.info.world_size, "workers": cfg.workers, "model_name": self.bundle.name,
+            "quick_gelu": self.bundle.quick_gelu, "config": to_dict(cfg), "run_settings": self.plan.settings,
         }
 
-    last_good = resume_path
+    def save(self) -> None:
+        """A checkpoint of the current step (rank 0 writes it); weights holding NaN/inf are never saved."""
+        if not weights_finite(self.model):  # same weights on every rank: all ranks raise together
+            raise TrainingDiverged(f"training diverged by step {self.state.step}: the weights hold NaN/inf, so they "
+                                   f"were not saved (last good checkpoint: {self.last_good or 'none'}): lower --lr or "
+                                   "set --grad-clip-norm (e.g. 1.0) and resume")
+        state = self.checkpoint_state()  # collective: every rank takes part
+        path = save_checkpoint(self.output, self.state.step, state, keep=self.cfg.keep_checkpoints) if self.info.is_main else None
+        barrier(self.info)
+        self.last_good = path or self.last_good
 
-    def save() -> None:
-        nonlocal last_good
-        if not weights_finite(model):  # same weights on every rank: all ranks raise together
-            raise TrainingDiverged(f"training diverged by step {step}: the weights hold NaN/inf, so they were not "
-                                   f"saved (last good checkpoint: {last_good or 'none'}): lower --lr or set "
-                                   "--grad-clip-norm (e.g. 1.0) and resume")
-        state = checkpoint_state()  # collective: every rank takes part
-        path = save_checkpoint(output, step, state, keep=cfg.keep_checkpoints) if info.is_main else None
-        barrier(info)
-        last_good = path or last_good
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def backward(loss: torch.Tensor) -> None:
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+    def autocast(self):
+        return precision_autocast(self.cfg.precision, self.info.device)
 
-    def autocast():
-        return autocast_for(cfg.precision, info.device)
+    def step(self, micro: list[dict], stop: StopFlag) -> tuple[torch.Tensor, float, bool, int | None]:
+        """One optimizer step over the loader batches ``micro``: (losses, lr, a rank was signalled, epochs completed
+        when the step ended one). A NaN/inf loss on any rank raises before the weights change."""
+        lr = self.plan.schedule(self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        device = self.info.device
+        losses = accumulate_gradients(
+            self.train_model, self.loss_fn,
+            [(b["images"].to(device, dtype=self.input_dtype, non_blocking=True), b["texts"].to(device, non_blocking=True))
+             for b in micro],
+            self.autocast, self.backward)
+        # the step's one collective flag, after backward and before the weights change
+        signalled, diverged = stop.any_rank(self.info, losses)
+        if diverged:
+            raise TrainingDiverged(diverged_message(self.state.step + 1, losses, lr, self.last_good))
+        self.apply_gradients()
+        return losses, lr, signalled, self.state.advance(micro, self.plan.spe)
 
-    run_log = RunLog(cfg, info, output, start_step=step, resuming=resume_path is not None)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not info.is_main, dynamic_ncols=True)
-    global_batch = cfg.batch_size * info.world_size * cfg.accum_freq
-    steps_this_run, last_saved, interrupted, last_eval = 0, step, False, None
-    start_time, tick = time.perf_counter(), time.perf_counter()
-    model.train()
+    def apply_gradients(self) -> None:
+        """Optional clipping, the optimizer (through the GradScaler for fp16 AMP), the logit-scale clamp."""
+        clip = self.cfg.grad_clip_norm
+        if self.scaler is not None:
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+
+
+class StepLog:
+    """Every ``--log-every-steps`` steps (and at the last) one row to the run log and the progress bar, with the time
+    per step and the throughput since the previous row (evaluations excluded: :meth:`restart_clock`)."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, run_log: RunLog, bar, total_steps: int):
+        self.every, self.total_steps, self.run_log, self.bar = cfg.log_every_steps, total_steps, run_log, bar
+        self.global_batch = cfg.batch_size * info.world_size * cfg.accum_freq
+        self.tick = time.perf_counter()
+
+    def restart_clock(self) -> None:
+        self.tick = time.perf_counter()
+
+    def after_step(self, step: int, epoch: int, losses: torch.Tensor, lr: float, model: torch.nn.Module) -> None:
+        if step % self.every != 0 and step != self.total_steps:
+            return
+        now = time.perf_counter()
+        n = self.every if step % self.every == 0 else step % self.every
+        row = {"step": step, "epoch": epoch, "loss": round(losses[-1].item(), 5), "lr": lr,
+               "logit_scale": round(model.logit_scale.exp().item(), 3),
+               "step_time_s": round((now - self.tick) / n, 4), "samples_per_s": round(self.global_batch * n / (now - self.tick), 1)}
+        self.tick = now
+        self.run_log.write(row)
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", sps=row["samples_per_s"])
+
+
+def run_training(cfg: TrainConfig, info: DistInfo, output: Path, plan: TrainPlan,
+                 resume: tuple[Path | None, dict | None, bool], run_steps: int) -> dict:
+    """The model, the optimizer and the loop, once the inputs have passed ``train``'s checks."""
+    bundle = build_model(cfg, info, output)
+    dataset = make_dataset(cfg, info, plan, bundle)
+    trainer = Trainer(cfg, info, output, plan, bundle)
+    trainer.restore(resume)
+    trainer.wrap()
+    interrupted, last_eval, start_time = training_loop(trainer, dataset, run_steps, resuming=resume[0] is not None)
+    if trainer.state.step != trainer.last_saved:
+        trainer.save()
+    return finish_run(trainer, interrupted, last_eval, time.perf_counter() - start_time)
+
+
+def training_loop(trainer: Trainer, dataset: ShardStream, run_steps: int,
+                  resuming: bool) -> tuple[bool, dict | None, float]:
+    """Steps until the schedule ends, ``run_steps`` were taken, or a rank is signalled (checkpoint, then return);
+    logs, evaluates and saves as due. Returns (interrupted, the last evaluation row, when the steps started)."""
+    cfg, info, plan, state = trainer.cfg, trainer.info, trainer.plan, trainer.state
+    run_log = RunLog(cfg, info, trainer.output, start_step=state.step, resuming=resuming)
+    bar = tqdm(total=plan.total_steps, initial=state.step, desc="train", unit="step", disable=not info.is_main,
+               dynamic_ncols=True)
+    steps = StepLog(cfg, info, run_log, bar, plan.total_steps)
+    trainer.last_saved, interrupted, last_eval = state.step, False, None
+    start_time = time.perf_counter()
+    trainer.model.train()
     # the loader counts batches: a step takes accum_freq of them
-    dataset.epoch, dataset.resume_step, dataset.resume_raw = epoch, step_in_epoch * cfg.accum_freq, dict(raw)
+    dataset.epoch, dataset.resume_step, dataset.resume_raw = state.epoch, state.step_in_epoch * cfg.accum_freq, dict(state.raw)
     batches = iter(make_loader(dataset, cfg.workers))
     try:
         with StopFlag(watch_parent=under_torchrun()) as stop:
-            while step < total_steps:
-                micro = step_batches(batches, epoch, cfg.accum_freq)
-                lr = plan.schedule(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                losses = accumulate_gradients(
-                    train_model, loss_fn,
-                    [(b["images"].to(info.device, dtype=input_dtype, non_blocking=True),
-                      b["texts"].to(info.device, non_blocking=True)) for b in micro],
-                    autocast, backward)
-                # the step's one collective flag, after backward and before the weights change
-                signalled, diverged = stop.any_rank(info, losses)
-                if diverged:
-                    raise TrainingDiverged(diverged_message(step + 1, losses, lr, last_good))
-                if scaler is not None:
-                    if cfg.grad_clip_norm:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    if cfg.grad_clip_norm:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-                    optimizer.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, math.log(100))
-                step, step_in_epoch, steps_this_run = step + 1, step_in_epoch + 1, steps_this_run + 1
-                for batch in micro:
-                    raw[batch["role"]] = batch["raw_consumed"]
-                    skipped[batch["role"]] = batch["skipped"]
-                epoch_done = None
-                if step_in_epoch == spe:  # epoch done: the next batch starts the next epoch's plan
-                    epoch, step_in_epoch, raw = epoch + 1, 0, {}
-                    epoch_done = epoch
+            while state.step < plan.total_steps:
+                losses, lr, signalled, epoch_done = trainer.step(step_batches(batches, state.epoch, cfg.accum_freq), stop)
                 bar.update(1)
-                if step % cfg.log_every_steps == 0 or step == total_steps:
-                    now = time.perf_counter()
-                    n = cfg.log_every_steps if step % cfg.log_every_steps == 0 else step % cfg.log_every_steps
-                    row = {"step": step, "epoch": epoch, "loss": round(losses[-1].item(), 5), "lr": lr,
-                           "logit_scale": round(model.logit_scale.exp().item(), 3),
-                           "step_time_s": round((now - tick) / n, 4), "samples_per_s": round(global_batch * n / (now - tick), 1)}
-                    tick = now
-                    run_log.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", sps=row["samples_per_s"])
-                due = plan.evals.due(step, total_steps, epoch_done) if plan.evals else (False, False)
+                steps.after_step(state.step, state.epoch, losses, lr, trainer.model)
+                due = plan.evals.due(state.step, plan.total_steps, epoch_done) if plan.evals else (False, False)
                 if any(due) and signalled:
-                    log.warning("stopping: the evaluation due at step %d is skipped", step)
+                    log.warning("stopping: the evaluation due at step %d is skipped", state.step)
                 elif any(due):
-                    last_eval = evaluate_now(bundle, cfg, due, plan.evals, info, output, step, epoch, run_log)
-                    tick = time.perf_counter()  # the evaluation's time is no training step's
-                want_stop = signalled or (run_steps and steps_this_run >= run_steps)
+                    last_eval = evaluate_now(trainer.bundle, cfg, due, plan.evals, info, trainer.output, state.step,
+                                             state.epoch, run_log)
+                    steps.restart_clock()  # the evaluation's time is no training step's
+                want_stop = signalled or (run_steps and state.steps_this_run >= run_steps)
                 epoch_save = epoch_done and cfg.save_every_epochs and epoch_done % cfg.save_every_epochs == 0
-                if step % cfg.save_every_steps == 0 or epoch_save or want_stop or step >= total_steps:
-                    save()
-                    last_saved = step
-                if want_stop and step < total_steps:
+                if state.step % cfg.save_every_steps == 0 or epoch_save or want_stop or state.step >= plan.total_steps:
+                    trainer.save()
+                    trainer.last_saved = state.step
+                if want_stop and state.step < plan.total_steps:
                     interrupted = True
                     break
     finally:
         del batches  # shuts the loader workers down
         bar.close()
         run_log.close()
-    if last_saved != step:
-        save()
-    elapsed = time.perf_counter() - start_time
-    all_skipped = gather_objects(skipped, info)
+    return interrupted, last_eval, start_time
+
+
+def finish_run(trainer: Trainer, interrupted: bool, last_eval: dict | None, elapsed: float) -> dict:
+    """The run's summary (skip counts of every rank); on rank 0 after a finished run final.safetensors and the
+    evaluation with it, then the loss curve and OUTPUT/summary.json."""
+    cfg, info, output, state, plan = trainer.cfg, trainer.info, trainer.output, trainer.state, trainer.plan
+    global_batch = cfg.batch_size * info.world_size * cfg.accum_freq
+    all_skipped = gather_objects(state.skipped, info)
     summary = {
-        "status": "interrupted" if interrupted else "finished", "step": step, "total_steps": total_steps,
-        "epoch": epoch, "steps_per_epoch": spe, "steps_this_run": steps_this_run, "seconds": round(elapsed, 2),
-        "samples_per_s": round(steps_this_run * global_batch / elapsed, 1) if elapsed else None,
+        "status": "interrupted" if interrupted else "finished", "step": state.step, "total_steps": plan.total_steps,
+        "epoch": state.epoch, "steps_per_epoch": plan.spe, "steps_this_run": state.steps_this_run,
+        "seconds": round(elapsed, 2),
+        "samples_per_s": round(state.steps_this_run * global_batch / elapsed, 1) if elapsed else None,
         "skipped": dict(sum((Counter(s) for per_rank in all_skipped for s in per_rank.values()), Counter())),
         "checkpoint": str(output / "checkpoints" / "latest"),
     }
@@ -802,26 +575,12 @@ def run_training(cfg: TrainConfig, info: DistInfo, output: Path, plan: TrainPlan
     if info.device.type == "cuda":
         summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 3)
     if info.is_main and not interrupted:
-        save_safetensors(model.state_dict(), output / "final.safetensors")
+        save_safetensors(trainer.model.state_dict(), output / "final.safetensors")
         summary["final"] = str(output / "final.safetensors")
         if cfg.eval.captions or cfg.eval.shards:
-            summary["eval"] = evaluate_after_training(cfg, bundle, info, output / "eval", step)
+            summary["eval"] = evaluate_after_training(cfg, trainer.bundle, info, output / "eval", state.step)
     if info.is_main:
         curve = write_loss_curve(output)
         summary["loss_curve"] = str(curve) if curve else None
         (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def evaluate_now(bundle, cfg: TrainConfig, due: tuple[bool, bool], plan: EvalPlan, info: DistInfo, output: Path,
-                 step: int, epoch: int, run_log: RunLog) -> dict | None:
-    """The evaluations due after ``step``, on rank 0 (as open_clip_train) while the other ranks wait; the row
-    (``"kind": "eval"``) goes to log.jsonl and wandb/TensorBoard at the step. Returns it (None off rank 0)."""
-    row = None
-    if info.is_main:
-        metrics = evaluate_during_training(bundle, cfg, due, plan, info.device, output / "eval" / f"step_{step:08d}")
-        row = {"step": step, "epoch": epoch, "kind": "eval", **metrics}
-        run_log.write(row)
-        log.info("eval at step %d: %s", step, ", ".join(f"{k} {v}" for k, v in metrics.items() if "R@" not in k))
-    barrier(info)
-    return row

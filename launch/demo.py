@@ -21,9 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.cli import main as build_shards  # noqa: E402
-from rs_common.config import plain_int  # noqa: E402
-from shards.synthetic import generate_demo  # noqa: E402
+from rs_common.config import make_config, plain_int, setup_logging  # noqa: E402
+from shards.build import BuildPlan  # noqa: E402
+from shards.build_config import BuildConfig  # noqa: E402
+from shards.cli import BuildCommand, run_build_command, source_names  # noqa: E402
+from synthetic.demo_data import generate_demo  # noqa: E402
 
 
 def stage_shards(out: Path, workers: int, seed: int) -> int:
@@ -33,18 +35,12 @@ def stage_shards(out: Path, workers: int, seed: int) -> int:
         generate_demo(data, seed=seed)
     shards = out / "shards"
     print(f"[demo] stage 0: building shards into {shards}")
-    return build_shards([
-        "--input", f"dota:{data / 'dota'}",
-        "--input", f"coco:{data / 'coco'}",
-        "--input", f"mask:{data / 'masks'}",
-        "--input", f"captions:{data / 'captions'}",
-        "--input", f"folders:{data / 'scenes'}",
-        "--dedup-against", str(data / "captions" / "dataset.json"),
-        "--output", str(shards),
-        "--workers", str(workers),
-        "--shard-size", "100",
-        "--overwrite",
-    ])
+    inputs = [("dota", data / "dota"), ("coco", data / "coco"), ("mask", data / "masks"),
+              ("captions", data / "captions"), ("folders", data / "scenes")]
+    plan = BuildPlan(inputs=source_names(inputs), output=shards,
+                     cfg=make_config(BuildConfig, {"workers": workers, "writer.shard_size": 100}),
+                     dedup_against=[data / "captions" / "dataset.json"])
+    return run_build_command(BuildCommand(plan, stage="all", overwrite=True))  # prints the counts, as the CLI does
 
 
 DEMO_RUN_MARKER = ".rs-demo-run"
@@ -102,12 +98,14 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
 
 def build_demo_instruct(out: Path) -> list[dict]:
     """GeoChat instruction records (LLaVA json) from the demo's DOTA scenes and scene folders."""
-    from launch.build_instruct import main as build_instruct
+    from vlm_finetune.instruct import InstructConfig, run_build_instruct
 
     data, instruct = out / "data", out / "geochat" / "instruct.json"
     instruct.parent.mkdir(parents=True, exist_ok=True)
-    build_instruct(["--input", f"dota:{data / 'dota'}", f"folders:{data / 'scenes'}", "--output", str(instruct),
-                    "--image-root", str(data), "--tasks", "refer", "identify", "count", "presence", "scene", "--seed", "0"])
+    summary = run_build_instruct(make_config(
+        InstructConfig, input=[f"dota:{data / 'dota'}", f"folders:{data / 'scenes'}"], output=str(instruct),
+        image_root=str(data), tasks=["refer", "identify", "count", "presence", "scene"], seed=0))
+    print(json.dumps(summary))
     return json.loads(instruct.read_text())
 
 
@@ -117,9 +115,10 @@ def stage_geochat(out: Path, image_size: int = 504) -> dict:
     import torch
     from PIL import Image
 
+    from rs_common.formats.conversation import IMAGE_TOKEN, build_prompt, generation_prompt
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat
-    from vlm_finetune.tiny import word_vocab, write_tiny_llm
+    from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
     data, root = out / "data", out / "geochat"
     print(f"[demo] stage 2: exporting the trained rs-tiny tower at {image_size} px, assembling GeoChat into {root}")
@@ -131,13 +130,13 @@ def stage_geochat(out: Path, image_size: int = 504) -> dict:
     model, processor = assemble_geochat(tower, llm)
     test = next(e for e in entries if e["split"] == "test")
     image = Image.open(data / "captions" / "images" / test["filename"]).convert("RGB")
-    prompt = "USER: <image>\nDescribe the image ASSISTANT: " + test["sentences"][0]["raw"]
+    prompt = build_prompt([f"{IMAGE_TOKEN}\nDescribe the image", test["sentences"][0]["raw"]])
     inputs = processor(images=image, text=prompt, return_tensors="pt")
     labels = inputs["input_ids"].clone()
     labels[labels == model.config.image_token_index] = -100
     with torch.no_grad():
         loss = model(**inputs, labels=labels).loss.item()
-        ask = processor(images=image, text="USER: <image>\nDescribe the image ASSISTANT:", return_tensors="pt")
+        ask = processor(images=image, text=generation_prompt("Describe the image"), return_tensors="pt")
         new = model.generate(**ask, max_new_tokens=6, do_sample=False)[0, ask["input_ids"].shape[1]:]
     save_geochat(model, processor, root / "model")
     n_tokens = int((inputs["input_ids"] == model.config.image_token_index).sum())
@@ -149,8 +148,8 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
     """Stage 2b on the demo: instruction data from the demo's DOTA + scene folders (held-out 20 %), LoRA
     fine-tuning of the stage-2a GeoChat, then refer (acc@0.5) and scene classification (accuracy) on the held-out
     records. The LLM is the tiny random stand-in, so the scores show the plumbing, not GeoChat's quality."""
-    from launch.eval_geochat import main as eval_geochat
-    from launch.finetune_geochat import main as finetune
+    from vlm_finetune.evaluate import EvalGeoChatConfig, evaluate_geochat
+    from vlm_finetune.train import FinetuneConfig, train as finetune
 
     data, root = out / "data", out / "geochat"
     print(f"[demo] stage 2b: instruction data -> LoRA fine-tuning ({steps} steps) -> GeoChat evaluation")
@@ -158,17 +157,20 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
     train = [r for i, r in enumerate(records) if i % 5]
     held = [r for i, r in enumerate(records) if not i % 5]
     (root / "instruct_train.json").write_text(json.dumps(train))
-    finetune(["--model", str(root / "model"), "--data", str(root / "instruct_train.json"), "--images", str(data),
-              "--output", str(root / "finetuned"), "--max-steps", str(steps), "--batch-size", "2", "--learning-rate", "1e-3",
-              "--num-workers", "0", "--logging-steps", "5", "--save-steps", str(steps), "--max-length", "4400"])
+    summary = finetune(make_config(
+        FinetuneConfig, model=str(root / "model"), data=str(root / "instruct_train.json"), images=str(data),
+        output=str(root / "finetuned"), max_steps=steps, batch_size=2, learning_rate=1e-3, num_workers=0,
+        logging_steps=5, save_steps=steps, max_length=4400))
+    print(f"[demo] fine-tuned {summary['steps']} steps: adapter {summary.get('adapter')}, merged {summary.get('merged')}")
     scores = {}
     for task, name in (("refer", "refer"), ("classify", "scene")):
         subset = [r for r in held if r.get("task") == name][:10]
         (root / f"heldout_{name}.json").write_text(json.dumps(subset))
-        eval_geochat(["--model", str(root / "finetuned" / "merged"), "--task", task, "--data", str(root / f"heldout_{name}.json"),
-                      "--images", str(data), "--output", str(root / f"eval_{task}"), "--max-new-tokens", "24"])
-        scores[task] = json.loads((root / f"eval_{task}" / "metrics.json").read_text())["score"]
-    summary = json.loads((root / "finetuned" / "finetune.json").read_text())
+        metrics = evaluate_geochat(make_config(
+            EvalGeoChatConfig, model=str(root / "finetuned" / "merged"), task=task, data=str(root / f"heldout_{name}.json"),
+            images=str(data), output=str(root / f"eval_{task}"), max_new_tokens=24))
+        scores[task] = metrics["score"]
+        print(f"[demo] held-out {task}: score {metrics['score']} ({metrics['output']})")
     return {"instruct_records": len(records), "instruct_report": str(root / "instruct_report.html"), "train": len(train),
             "held_out": len(held), "steps": summary["steps"], "loss_first_last": [summary["losses"][0], summary["losses"][-1]],
             "train_seconds": summary["train_runtime"], "adapter": summary.get("adapter"), "merged": summary.get("merged"),
@@ -194,6 +196,7 @@ def main(argv=None) -> int:
     parser.add_argument("--stage", choices=("all", "shards", "train", "geochat"), default="all",
                         help="shards: stage 0 only; train: stage 1 on existing demo shards; geochat: stage 2 on the trained demo model")
     args = parser.parse_args(argv)
+    setup_logging()
     seconds: dict[str, float] = {}
     if args.stage in ("all", "shards"):
         with timed(seconds, "0 shards"):

@@ -6,7 +6,7 @@
 
 Writes OUTPUT/metrics.json (i2t_R@1/5/10, t2i_R@1/5/10, mean_recall, counts) and report.html;
 --save-embeddings adds image_emb.npy, text_emb.npy, text_to_image.json. --config YAML gives any of the
-options as keys (flags win). See clip_pretrain/evaluate/retrieval.py for the metric and tie rules.
+options as keys (flags win). See clip_pretrain/evaluate/recall.py for the metric and tie rules.
 OpenAI's TorchScript .pt checkpoints need --allow-torchscript (loading one runs code stored in the file).
 """
 
@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from clip_pretrain.evaluate.retrieval import EvalError, RetrievalEvalConfig, evaluate_retrieval  # noqa: E402
+from clip_pretrain.evaluate.common import EvalError  # noqa: E402
+from clip_pretrain.evaluate.retrieval import RetrievalEvalConfig, evaluate_retrieval  # noqa: E402
 from clip_pretrain.models import CheckpointError  # noqa: E402
 from rs_common.config import run_config_tool  # noqa: E402
-from shards.record import AnnotationError  # noqa: E402
+from rs_common.errors import AnnotationError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

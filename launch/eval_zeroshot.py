@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from clip_pretrain.evaluate.retrieval import EvalError  # noqa: E402
+from clip_pretrain.evaluate.common import EvalError  # noqa: E402
 from clip_pretrain.evaluate.zeroshot import ZeroShotConfig, evaluate_zeroshot  # noqa: E402
 from clip_pretrain.models import CheckpointError  # noqa: E402
 from rs_common.config import run_config_tool  # noqa: E402

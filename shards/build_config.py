@@ -5,48 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rs_common.config import ConfigError
-
-
-@dataclass
-class ImageConfig:
-    max_pixels: int = field(default=400_000_000, metadata={"help": "images with more pixels are skipped (too_large)"})
-    max_side: int = field(default=2048, metadata={"help": "longer side above this is downscaled before writing (0 = never)"})
-    min_side: int = field(default=8, metadata={"help": "images with a shorter side below this are skipped"})
-    jpeg_quality: int = field(default=95, metadata={"help": "quality when a sample must be re-encoded"})
-    high_bit_percentiles: list[float] = field(
-        default_factory=lambda: [2.0, 98.0],
-        metadata={"help": "per-band percentile stretch used to bring 16-bit/float images to 8 bit (applied to each picked band; "
-                          "NaN and a TIFF's GDAL nodata value are left out of the percentiles and come out black)"},
-    )
-    bands: list[int] = field(
-        default_factory=lambda: [0, 1, 2],
-        metadata={"help": "which bands of every image are R,G,B (0-based, file order; e.g. 3 2 1 for Sentinel-2 true colour). "
-                          "With the default 0 1 2 an image with 1 or 2 bands is shown grey from band 0; otherwise an "
-                          "image lacking a band asked for is skipped as band_out_of_range"},
-    )
-    exif_orientation: str = field(
-        default="apply",
-        metadata={"help": "a JPEG/TIFF EXIF Orientation tag (phone/UAV photos): 'apply' turns the pixels upright before "
-                          "boxes are checked (annotation tools show them upright); 'ignore' keeps the stored pixels. "
-                          "Either way the tag is not written to the shard, so every reader sees the same image"},
-    )
-
-    def validate(self) -> None:
-        if self.max_pixels <= 0:
-            raise ConfigError(f"image.max_pixels must be > 0, got {self.max_pixels}")
-        if self.max_side < 0:
-            raise ConfigError(f"image.max_side must be >= 0, got {self.max_side}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"image.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-        lo_hi = self.high_bit_percentiles
-        if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
-            raise ConfigError(f"image.high_bit_percentiles must be [low, high] within 0..100, got {lo_hi}")
-        if len(self.bands) != 3 or any(b < 0 for b in self.bands):
-            raise ConfigError(f"image.bands must be three band indices, got {self.bands}")
-        if self.exif_orientation not in ("apply", "ignore"):
-            raise ConfigError(f"image.exif_orientation must be 'apply' or 'ignore', got {self.exif_orientation!r}")
-        if self.min_side < 1:
-            raise ConfigError(f"image.min_side must be >= 1, got {self.min_side}")
+from rs_common.imageio import ImageConfig
 
 
 @dataclass

@@ -1,4 +1,12 @@
-"""Command line of the shard factory (``python launch/build_shards.py --help``)."""
+"""Command line of the shard factory (``python launch/build_shards.py --help``, console script ``rs-build-shards``).
+
+Same shape as every other tool: :func:`parse_build_command` turns the command line into one typed
+:class:`BuildCommand` (the :class:`~shards.build.BuildPlan` with its validated :class:`BuildConfig`, the pass and
+``--overwrite``), and :func:`run_build_command` runs it; Python callers (the demo) build a ``BuildCommand``
+themselves and call the same function. The flags are hand-made here rather than from one config dataclass because
+``--config`` YAML holds only the :class:`BuildConfig` (the build's settings), while ``--input``/``--output``/
+``--stage`` say what to build and where.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import json
 import re
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from shards.build import STAGES, BuildPlan, InputSpec, run_build
@@ -87,10 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class BuildCommand:
+    """One shard build as the command line describes it: what to build (``plan``), which pass, over what."""
+
+    plan: BuildPlan
+    stage: str = "all"
+    overwrite: bool = False
+
+
+def parse_build_command(argv: list[str] | None = None) -> BuildCommand:
+    """The command line as a checked :class:`BuildCommand`; a bad flag, value or path exits with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging()
     overrides = overrides_from_args(args)
     if args.workers is not None:
         overrides["workers"] = args.workers
@@ -114,22 +132,34 @@ def main(argv: list[str] | None = None) -> int:
         inputs=source_names(args.input), output=args.output, cfg=cfg, dedup_against=list(args.dedup_against),
         num_nodes=args.num_nodes, node_rank=args.node_rank, progress=not args.no_progress,
     )
+    return BuildCommand(plan, args.stage, args.overwrite)
+
+
+def run_build_command(cmd: BuildCommand) -> int:
+    """Run the build; print the counts as one JSON line and where the report is. Exit status: 0 done, 2 an error
+    (one ``error:`` line), 130 interrupted (SIGTERM too: finished passes are kept, the same command resumes)."""
+    setup_logging()
+    output = cmd.plan.output
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # schedulers send SIGTERM before killing
     try:
-        report = run_build(plan, stage=args.stage, overwrite=args.overwrite)
+        report = run_build(cmd.plan, stage=cmd.stage, overwrite=cmd.overwrite)
     except (OSError, ValueError, RuntimeError) as exc:  # LayoutError, AnnotationError, OverlapError, OutputBusyError...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: finished passes in {args.output / '_work'} are kept; run the same command again to resume", file=sys.stderr)
+        print(f"interrupted: finished passes in {output / '_work'} are kept; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     if report is not None:
         summary = {k: report[k] for k in ("read", "written", "skipped", "duplicates", "contaminated", "shards")}
         print(json.dumps(summary))
-        print(f"report: {args.output / 'report.html'}")
+        print(f"report: {output / 'report.html'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_build_command(parse_build_command(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The one record every reader yields, and the errors readers raise.
+"""The one record every reader yields (the errors readers raise are shared: :mod:`rs_common.errors`).
 
 A reader turns a dataset in the layout it ships in into a stream of :class:`Record`. Everything after
 the readers (image checks, M2B, B2C, hashing, writing) only sees records, so adding a format means
@@ -92,26 +92,3 @@ class DatasetIssue:
     reason: str
     message: str
     objects: int = 1
-
-
-class LayoutError(ValueError):
-    """A dataset folder that is not in the layout its format needs (checked before any work starts)."""
-
-
-class AnnotationError(ValueError):
-    """A malformed annotation. The message always names the file and, when known, the line."""
-
-    def __init__(self, path: str | Path, line: int | None, message: str, reason: str = "malformed_annotation"):
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        loc = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{loc}: {message}")
-
-
-class SampleSkip(Exception):
-    """Raised inside a worker when one sample cannot be used; ``reason`` is counted in the report."""
-
-    def __init__(self, reason: str, message: str):
-        self.reason = reason
-        super().__init__(message)

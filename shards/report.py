@@ -6,122 +6,38 @@ boxes, key, source, captions), duplicate and contamination pairs side by side an
 skip reason. Images are inline base64 JPEG thumbnails; there is no script and no external URL.
 
 ``report.png`` is one picture for a README: sample thumbnails with their boxes and first caption, a small
-class bar chart and the key counts. Both draw boxes with :func:`annotate`, so they look the same.
+class bar chart and the key counts. Both draw boxes with :func:`annotate` (the report kit's
+:func:`rs_common.report_kit.draw_boxes`), so they look the same as in every other report.
 """
 
 from __future__ import annotations
 
-import base64
-import colorsys
-import html
 import io
 import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from rs_common import report_kit as kit
+from rs_common.files import atomic_write_bytes
 from shards.b2c import display_name
-from shards.build_config import ImageConfig, ReportConfig
+from rs_common.imageio import ImageConfig
+from shards.build_config import ReportConfig
 from shards.imageio import load_image
-from shards.writer import atomic_write_bytes
 
 THUMB_SIDE = 256  # longer side of an HTML thumbnail, pixels
 HIST_TOP = 30  # classes in the HTML histogram
-MAX_LABELS = 20  # class labels drawn per thumbnail (largest boxes first); every box is drawn
+MAX_LABELS = kit.MAX_LABELS  # class labels drawn per thumbnail (largest boxes first); every box is drawn
 PNG_WIDTH = 1440
 PNG_COLUMNS = 4
 PNG_SAMPLES = 12
 PNG_CHART_TOP = 10
 PLACEHOLDER_TEXT = "missing"
 
-# ---------------------------------------------------------------- small helpers
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def fmt_num(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    return str(value)
-
-
-def load_font(size: int) -> ImageFont.ImageFont:
-    """Pillow's bundled font at ``size`` (Pillow >= 10.1 with FreeType), else its fixed bitmap font."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError, AttributeError):
-        return ImageFont.load_default()
-
-
-def text_width(font: ImageFont.ImageFont, text: str) -> float:
-    return font.getlength(text)
-
-
-def line_height(font: ImageFont.ImageFont) -> int:
-    left, top, right, bottom = font.getbbox("Ag")
-    return int(bottom - min(top, 0)) + 3
-
-
-def class_palette(names: list[str]) -> dict[str, tuple[int, int, int]]:
-    """A distinct colour per class: hues spaced by the golden ratio in the order given (most frequent first)."""
-    palette = {}
-    for i, name in enumerate(dict.fromkeys(names)):
-        hue = (i * 0.618033988749895) % 1.0
-        saturation, value = (0.85, 0.95) if i % 2 == 0 else (0.65, 0.80)
-        r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
-        palette[name] = (round(r * 255), round(g * 255), round(b * 255))
-    return palette
-
-
-def colour_of(name: str, palette: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
-    if name in palette:
-        return palette[name]
-    hue = (sum(name.encode("utf-8")) * 0.618033988749895) % 1.0  # a class the palette missed: stable, not unique
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 0.9)
-    return round(r * 255), round(g * 255), round(b * 255)
-
-
-def hex_colour(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
-def text_colour_on(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
-    return (0, 0, 0) if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 140 else (255, 255, 255)
-
-
-def wrap_text(text: str, font: ImageFont.ImageFont, width: float, max_lines: int) -> list[str]:
-    """Greedy word wrap to ``width`` pixels; lines past ``max_lines`` (or over-long words) end in '...'."""
-    lines: list[str] = []
-    line = ""
-    for word in str(text).split():
-        trial = f"{line} {word}" if line else word
-        if line and text_width(font, trial) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = trial
-    if line:
-        lines.append(line)
-    cut = len(lines) > max_lines
-    lines = lines[:max_lines]
-    out = []
-    for i, ln in enumerate(lines):
-        ellipsis = cut and i == len(lines) - 1
-        if ellipsis or text_width(font, ln) > width:
-            while ln and text_width(font, ln + "...") > width:
-                ln = ln[:-1]
-            ln = ln.rstrip() + "..."
-        out.append(ln)
-    return out
-
+# the page, fonts, colours and box drawing come from the report kit (one look for every report)
+esc, fmt_num, load_font, text_width, line_height = kit.esc, kit.fmt_num, kit.load_font, kit.text_width, kit.line_height
+class_palette, colour_of, hex_colour, text_colour_on = kit.class_palette, kit.colour_of, kit.hex_colour, kit.text_colour_on
+wrap_text, fit_side = kit.wrap_text, kit.fit_side
 
 # ---------------------------------------------------------------- images
 
@@ -131,20 +47,10 @@ def object_class(obj: dict) -> str:
     return display_name(str(obj.get("class", "?")))
 
 
-def box_values(values, n: int) -> list[float] | None:
-    """``values`` as ``n`` floats, or None when it is not that (a malformed box is skipped, not fatal)."""
-    try:
-        out = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
-
-
-def fit_side(image: Image.Image, side: int) -> Image.Image:
-    """``image`` scaled (down or up) so that its longer side is ``side``."""
-    scale = side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+def object_box(obj: dict, palette: dict) -> kit.Box | None:
+    """A sample object (``hbb`` and maybe ``obb``, source pixels) as a kit box in its class colour; None if malformed."""
+    name = object_class(obj)
+    return kit.Box.from_flat(obj.get("hbb"), obj.get("obb"), colour=colour_of(name, palette), label=name)
 
 
 def annotate(image: Image.Image, objects: list[dict], side: int, palette: dict, font: ImageFont.ImageFont) -> Image.Image:
@@ -154,52 +60,8 @@ def annotate(image: Image.Image, objects: list[dict], side: int, palette: dict, 
     ``MAX_LABELS`` boxes also get their class name.
     """
     thumb = fit_side(image, side)
-    sx, sy = thumb.width / image.width, thumb.height / image.height
-    draw = ImageDraw.Draw(thumb)
-    labelled = []
-    for obj in objects:
-        name = object_class(obj)
-        colour = colour_of(name, palette)
-        hbb = box_values(obj.get("hbb"), 4)
-        obb = box_values(obj.get("obb"), 8) if obj.get("obb") is not None else None
-        if obb is not None:
-            draw.polygon([(obb[i] * sx, obb[i + 1] * sy) for i in range(0, 8, 2)], outline=colour, width=2)
-        if hbb is not None:
-            x1, y1, x2, y2 = hbb[0] * sx, hbb[1] * sy, hbb[2] * sx, hbb[3] * sy
-            x1, x2 = sorted((x1, x2))
-            y1, y2 = sorted((y1, y2))
-            draw.rectangle((x1, y1, x2, y2), outline=colour, width=1 if obb is not None else 2)
-            labelled.append(((x2 - x1) * (y2 - y1), x1, y1, name, colour))
-    placed: list[tuple[float, float, float, float]] = []
-    for _, x, y, name, colour in sorted(labelled, key=lambda t: -t[0]):
-        if len(placed) == MAX_LABELS:
-            break
-        tag = label_rect(thumb.size, x, y, name, font)
-        if not any(overlaps(tag, other) for other in placed):  # dense scenes: no label on top of another
-            draw.rectangle(tag, fill=colour)
-            draw.text((tag[0] + 2, tag[1] + 1), name, fill=text_colour_on(colour), font=font)
-            placed.append(tag)
-    return thumb
-
-
-def label_rect(size: tuple[int, int], x: float, y: float, text: str, font) -> tuple[float, float, float, float]:
-    """Where the class tag of a box with top-left (x, y) goes: just above it, kept inside the image."""
-    width, height = text_width(font, text) + 4, line_height(font)
-    left = min(max(0.0, x), max(0.0, size[0] - width))
-    top = y - height if y - height >= 0 else min(max(0.0, y), max(0.0, size[1] - height))
-    return left, top, left + width, top + height
-
-
-def overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def placeholder(side: int, text: str, font: ImageFont.ImageFont) -> Image.Image:
-    """A grey square with ``text`` in the middle, for an image that cannot be opened."""
-    img = Image.new("RGB", (side, side), (150, 150, 150))
-    draw = ImageDraw.Draw(img)
-    draw.text(((side - text_width(font, text)) / 2, (side - line_height(font)) / 2), text, fill=(255, 255, 255), font=font)
-    return img
+    scale = (thumb.width / image.width, thumb.height / image.height)
+    return kit.draw_boxes(thumb, [object_box(o, palette) for o in objects], scale, font, MAX_LABELS)
 
 
 def load_thumbnail(path, side: int, font: ImageFont.ImageFont) -> tuple[Image.Image, str | None]:
@@ -207,19 +69,8 @@ def load_thumbnail(path, side: int, font: ImageFont.ImageFont) -> tuple[Image.Im
     try:
         image = load_image(Path(path), ImageConfig()).rgb
     except Exception as exc:  # noqa: BLE001 - a report must never fail on one unreadable file
-        return placeholder(side, PLACEHOLDER_TEXT, font), str(exc) or type(exc).__name__
+        return kit.placeholder(side, PLACEHOLDER_TEXT, font), str(exc) or type(exc).__name__
     return fit_side(image, side), None
-
-
-def jpeg_data_uri(image: Image.Image, quality: int = 85) -> str:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def img_tag(image: Image.Image, css_class: str, alt: str) -> str:
-    return (f'<img class="{css_class}" src="{jpeg_data_uri(image)}" width="{image.width}" '
-            f'height="{image.height}" alt="{esc(alt)}">')
 
 
 # ---------------------------------------------------------------- counts
@@ -240,7 +91,7 @@ def mismatched_sources(counts: dict) -> list[str]:
 
 
 def balance_badge(counts: dict) -> str:
-    return '<span class="ok">OK</span>' if balances(counts) else '<span class="bad">MISMATCH</span>'
+    return kit.badge(balances(counts))
 
 
 def balance_line(counts: dict) -> str:
@@ -248,31 +99,19 @@ def balance_line(counts: dict) -> str:
              f" + skipped {fmt_num(skipped_total(counts))} + duplicates {fmt_num(counts.get('duplicates', 0))}"
              f" + contaminated {fmt_num(counts.get('contaminated', 0))}")
     bad = mismatched_sources(counts)
-    per_source = (f' &middot; per source: <span class="bad">MISMATCH</span> in {esc(", ".join(bad))}' if bad
-                  else ' &middot; per source: <span class="ok">OK</span>' if counts.get("sources") else "")
+    per_source = (f' &middot; per source: {kit.badge(False)} in {esc(", ".join(bad))}' if bad
+                  else f' &middot; per source: {kit.badge(True)}' if counts.get("sources") else "")
     return f'<p class="balance">Balance: {esc(parts)} &rarr; {balance_badge(counts)}{per_source}</p>'
 
 
 # ---------------------------------------------------------------- HTML sections
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{margin-bottom:4px}h2{margin-top:36px;border-bottom:1px solid #ccc;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th{background:#eee}td.name,th.name{text-align:left}tr.total td{font-weight:bold;background:#f3f3f3}
-.ok{color:#fff;background:#2a8a2a;padding:1px 6px;border-radius:3px;font-weight:bold}
-.bad{color:#fff;background:#c62828;padding:1px 6px;border-radius:3px;font-weight:bold}
+EXTRA_CSS = """
 .hist td{border:none;padding:1px 6px}.hist .bar{width:420px;text-align:left}.hist .bar div{height:14px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));gap:14px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;overflow-wrap:anywhere}
-.card img{display:block;margin:0 auto 6px auto;max-width:100%;height:auto}
-.card ol{padding-left:20px;margin:6px 0;font-size:13px}.meta{font-size:13px;color:#555}
-.chip{display:inline-block;font-size:11px;padding:0 4px;margin:1px;border-radius:3px}
 .pairs{display:flex;flex-wrap:wrap;gap:14px}
 .pair{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;display:flex;gap:8px;align-items:flex-start}
 .pair figure{margin:0;width:200px;font-size:12px;overflow-wrap:anywhere}.pair img{display:block;max-width:200px;height:auto}
-.dist{font-size:13px;align-self:center;white-space:nowrap}.missing{color:#c62828;font-weight:bold}
-.note{color:#666;font-size:13px}.path{color:#777;font-size:11px}
+.dist{font-size:13px;align-self:center;white-space:nowrap}
 """
 
 
@@ -284,8 +123,7 @@ def summary_section(counts: dict) -> str:
         rows.append((f"eval images skipped: {reason}", n))
     for name, value in (counts.get("timing") or {}).items():
         rows.append((f"timing: {str(name).replace('_', ' ')}", value))
-    body = "".join(f'<tr><td class="name">{esc(k)}</td><td>{esc(fmt_num(v))}</td></tr>' for k, v in rows)
-    return f"<h2>Summary</h2><table>{body}</table>{balance_line(counts)}"
+    return kit.section("Summary", kit.kv_table(rows), balance_line(counts))
 
 
 def sources_section(counts: dict) -> str:
@@ -300,7 +138,7 @@ def sources_section(counts: dict) -> str:
         return f'<tr class="{css}"><td class="name">{esc(name)}</td>{tds}<td>{balance_badge(c)}</td></tr>'
 
     body = "".join(row(name, c, "source") for name, c in sources.items()) + row("all sources", counts, "total")
-    return f'<h2>Per source</h2><table><tr><th class="name">source</th>{head}</tr>{body}</table>'
+    return kit.section("Per source", f'<table><tr><th class="name">source</th>{head}</tr>{body}</table>')
 
 
 def objects_section(counts: dict) -> str:
@@ -309,14 +147,13 @@ def objects_section(counts: dict) -> str:
         return ""
     rows = [("read", objects.get("read")), ("kept", objects.get("kept")), ("clipped", objects.get("clipped"))]
     rows += [(f"dropped: {reason}", n) for reason, n in sorted((objects.get("dropped") or {}).items())]
-    body = "".join(f'<tr><td class="name">{esc(k)}</td><td>{esc(fmt_num(v))}</td></tr>' for k, v in rows)
-    return f"<h2>Objects</h2><table>{body}</table>"
+    return kit.section("Objects", kit.kv_table(rows))
 
 
 def histogram_section(class_counts: dict[str, int], palette: dict) -> str:
     ranked = sorted(class_counts.items(), key=lambda kv: (-kv[1], kv[0]))
     if not ranked:
-        return '<h2>Classes</h2><p class="note">No objects in the written samples.</p>'
+        return kit.section("Classes", note="No objects in the written samples.")
     top = ranked[:HIST_TOP]
     peak = max(n for _, n in top) or 1
     rows = "".join(
@@ -325,8 +162,8 @@ def histogram_section(class_counts: dict[str, int], palette: dict) -> str:
         for name, n in top
     )
     more = f'<p class="note">{len(ranked) - len(top)} more classes not shown.</p>' if len(ranked) > len(top) else ""
-    return (f'<h2>Classes</h2><p class="note">Objects per class in the written samples '
-            f'({len(ranked)} classes, top {len(top)} shown).</p><table class="hist">{rows}</table>{more}')
+    return kit.section("Classes", f'<table class="hist">{rows}</table>{more}',
+                       note=f"Objects per class in the written samples ({len(ranked)} classes, top {len(top)} shown).")
 
 
 def class_chips(objects: list[dict], palette: dict) -> str:
@@ -334,11 +171,8 @@ def class_chips(objects: list[dict], palette: dict) -> str:
     for obj in objects:
         name = object_class(obj)
         per_class[name] = per_class.get(name, 0) + 1
-    chips = []
-    for name, n in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0])):
-        colour = colour_of(name, palette)
-        chips.append(f'<span class="chip" style="background:{hex_colour(colour)};color:{hex_colour(text_colour_on(colour))}">'
-                     f"{esc(name)} &times;{n}</span>")
+    chips = [kit.chip(f"{esc(name)} &times;{n}", colour_of(name, palette))
+             for name, n in sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0]))]
     return f'<div>{"".join(chips)}</div>' if chips else ""
 
 
@@ -346,53 +180,54 @@ def sample_card(sample: dict, palette: dict, font) -> str:
     objects = sample.get("objects") or []
     thumb = annotate(sample["image"], objects, THUMB_SIDE, palette, font)
     captions = "".join(f"<li>{esc(c)}</li>" for c in sample.get("captions") or [])
-    return (f'<div class="card">{img_tag(thumb, "sample", sample.get("key", ""))}'
-            f'<div class="meta"><b>{esc(sample.get("key", ""))}</b> &middot; {esc(sample.get("source", ""))} '
-            f'&middot; {len(objects)} objects</div>{class_chips(objects, palette)}'
-            f'<ol class="captions">{captions}</ol><div class="path">{esc(sample.get("path", ""))}</div></div>')
+    return kit.card(kit.img_tag(thumb, sample.get("key", ""), "sample"),
+                    f'<div class="meta"><b>{esc(sample.get("key", ""))}</b> &middot; {esc(sample.get("source", ""))} '
+                    f'&middot; {len(objects)} objects</div>', class_chips(objects, palette),
+                    f'<ol class="captions">{captions}</ol>', f'<div class="path">{esc(sample.get("path", ""))}</div>')
 
 
 def samples_section(samples: list[dict], palette: dict, font) -> str:
     if not samples:
-        return '<h2>Samples</h2><p class="note">No samples were written.</p>'
-    cards = "".join(sample_card(s, palette, font) for s in samples)
-    return f'<h2>Samples</h2><p class="note">{len(samples)} written samples, round-robin over sources.</p><div class="grid">{cards}</div>'
+        return kit.section("Samples", note="No samples were written.")
+    return kit.section("Samples", kit.grid(sample_card(s, palette, font) for s in samples),
+                       note=f"{len(samples)} written samples, round-robin over sources.")
 
 
 def pair_figure(label: str, ref: dict, font) -> str:
     image, error = load_thumbnail(ref.get("path", ""), THUMB_SIDE * 3 // 4, font)
     who = " &middot; ".join(esc(ref[k]) for k in ("key", "source") if ref.get(k))
     note = f'<br><span class="missing" title="{esc(error)}">{PLACEHOLDER_TEXT}</span>' if error else ""
-    return (f"<figure>{img_tag(image, 'pair', label)}<figcaption><b>{esc(label)}</b> {who}{note}"
+    return (f"<figure>{kit.img_tag(image, label, 'pair')}<figcaption><b>{esc(label)}</b> {who}{note}"
             f'<br><span class="path">{esc(ref.get("path", ""))}</span></figcaption></figure>')
 
 
 def pairs_section(title: str, pairs: list[dict], labels: tuple[str, str], limit: int, font, empty: str) -> str:
     if not pairs:
-        return f'<h2>{esc(title)}</h2><p class="note">{esc(empty)}</p>'
+        return kit.section(title, note=empty)
     shown = pairs[:max(0, limit)]
     cards = []
     for pair in shown:
         extra = f"<br>{pair['n_matches']} eval matches" if pair.get("n_matches", 1) > 1 else ""
-        cards.append(f'<div class="pair">{pair_figure(labels[0], pair.get("removed") or {}, font)}'
-                     f'{pair_figure(labels[1], pair.get("matched") or {}, font)}'
-                     f'<div class="dist">distance {esc(pair.get("distance", "?"))}{extra}</div></div>')
-    return (f'<h2>{esc(title)}</h2><p class="note">{len(shown)} of {len(pairs)} pairs shown '
-            f'({esc(labels[0])} | {esc(labels[1])}).</p><div class="pairs">{"".join(cards)}</div>')
+        cards.append(kit.card(pair_figure(labels[0], pair.get("removed") or {}, font),
+                              pair_figure(labels[1], pair.get("matched") or {}, font),
+                              f'<div class="dist">distance {esc(pair.get("distance", "?"))}{extra}</div>', css_class="pair"))
+    return kit.section(title, kit.grid(cards, css_class="pairs"),
+                       note=f"{len(shown)} of {len(pairs)} pairs shown ({labels[0]} | {labels[1]}).")
 
 
 def issues_section(counts: dict) -> str:
+    title = "Skip reasons and issues"
     examples = counts.get("issues_examples") or []
     if not examples:
-        return '<h2>Skip reasons and issues</h2><p class="note">No skipped samples and no issues.</p>'
+        return kit.section(title, note="No skipped samples and no issues.")
     known = {**((counts.get("objects") or {}).get("dropped") or {}), **(counts.get("skipped") or {})}
     rows = "".join(
         f'<tr><td class="name">{esc(e.get("reason", "?"))}</td><td>{esc(fmt_num(known.get(e.get("reason"))))}</td>'
         f'<td class="name">{esc(e.get("message", ""))}</td></tr>'
         for e in examples
     )
-    return ('<h2>Skip reasons and issues</h2><p class="note">One example message per reason; every one is in issues.jsonl.</p>'
-            f'<table><tr><th class="name">reason</th><th>count</th><th class="name">example</th></tr>{rows}</table>')
+    return kit.section(title, f'<table><tr><th class="name">reason</th><th>count</th><th class="name">example</th></tr>{rows}</table>',
+                       note="One example message per reason; every one is in issues.jsonl.")
 
 
 def render_html(title: str, counts: dict, samples: list[dict], duplicates: list[dict], contaminated: list[dict],
@@ -407,8 +242,7 @@ def render_html(title: str, counts: dict, samples: list[dict], duplicates: list[
                       "No training image matched an evaluation image."),
         issues_section(counts),
     ]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(sections)}</body></html>\n")
+    return kit.html_page(title, sections, EXTRA_CSS)
 
 
 # ---------------------------------------------------------------- PNG overview

@@ -1,26 +1,25 @@
 """One record -> one shard sample (or one counted skip). This is the work a build's worker processes do.
 
-Steps: record-level reader issues -> decode the image (shards.imageio) -> check/clip boxes against the
+Steps: record-level reader issues -> decode the image (rs_common.imageio via shards.imageio) -> check/clip boxes against the
 real image size -> M2B for mask records -> captions (human ones kept, else B2C) -> p-Hash -> JPEG bytes.
 Everything random is seeded by (seed, sample key), so a sample is the same whichever worker builds it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from rs_common.errors import SampleSkip
+from rs_common.formats.shard_sample import make_key, meta_json_bytes
 from shards.b2c import b2c_captions, caption_objects, display_name
 from shards.build_config import BuildConfig
 from shards.dedup import image_phash
 from shards.imageio import LoadedImage, jpeg_bytes, load_image
 from shards.m2b import boxes_from_mask
 from shards.readers.masks import load_mask
-from shards.record import Issue, ObjectAnn, Record, SampleSkip
+from shards.record import Issue, ObjectAnn, Record
 
 
 @dataclass
@@ -41,14 +40,6 @@ class Sample:
     object_counts: dict = field(default_factory=dict)  # {"read", "kept", "clipped", "dropped:<reason>"}
     issues: list[Issue] = field(default_factory=list)
     classes: dict = field(default_factory=dict)  # display class name -> objects kept
-
-
-def make_key(source: str, rel_path: str) -> str:
-    """Stable, unique webdataset key: no dots (webdataset splits the extension at the first dot)."""
-    stem = rel_path.rsplit(".", 1)[0] if "." in rel_path.rsplit("/", 1)[-1] else rel_path
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:80]
-    digest = hashlib.sha1(f"{source}/{rel_path}".encode()).hexdigest()[:8]
-    return f"{re.sub(r'[^A-Za-z0-9_-]+', '_', source)}__{slug}_{digest}"
 
 
 def clip_objects(objects: list[ObjectAnn], width: int, height: int, cfg: BuildConfig, where: str) -> tuple[list[ObjectAnn], Counter, list[Issue]]:
@@ -209,4 +200,5 @@ def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sam
 
 
 def sample_json_bytes(sample: Sample) -> bytes:
-    return json.dumps(sample.meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    """The sample's ``<key>.json`` member (the shard format's sample json)."""
+    return meta_json_bytes(sample.meta)

@@ -1,7 +1,7 @@
 """Tar files: staged parts with random access, and the final webdataset shards written atomically.
 
-Shards hold, per sample, ``<key>.jpg`` (RGB JPEG), ``<key>.txt`` (one caption: what open_clip_train's
-``--train-data`` reads) and ``<key>.json`` (all captions, source, original path, objects). Every file
+What a shard holds per sample (``<key>.jpg/.txt/.json``) and the folder's marker/manifest names are the shard format,
+:mod:`rs_common.formats.shard_sample`, which stage 1 reads through too. Every file
 is written under a temporary name and renamed, so a killed build never leaves a half shard that looks
 whole. Tar headers carry fixed owner/mtime so the same inputs give byte-identical shards.
 """
@@ -9,38 +9,10 @@ whole. Tar headers carry fixed owner/mtime so the same inputs give byte-identica
 from __future__ import annotations
 
 import io
-import json
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-
-SHARD_PATTERN = "shard-{:06d}.tar"
-SHARD_NAME = re.compile(r"^shard-\d{6}\.tar$")
-BUILD_MARKER = ".rs-shards-build.json"  # written first into every output folder a build creates: "a build owns this"
-MANIFEST = "manifest.json"  # written by the last pass: "the build finished"
-WORK = "_work"  # staged parts and pass markers of a build in progress
-
-
-def build_state(folder: str | Path) -> str:
-    """``"finished"`` (a build wrote its manifest), ``"unfinished"`` (a build started here and has not finished) or
-    ``"none"`` (no build of ours)."""
-    folder = Path(folder)
-    if is_build_manifest(folder / MANIFEST):
-        return "finished"
-    if (folder / BUILD_MARKER).is_file() or (folder / WORK / "settings.json").is_file():
-        return "unfinished"
-    return "none"
-
-
-def is_build_manifest(path: Path) -> bool:
-    """True for a manifest.json a build wrote (not any file of that name)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and {"shards", "num_samples", "inputs"} <= set(data)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -61,19 +33,6 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> tuple[int, int]:
     offset = tar.offset + len(header)
     tar.addfile(info, io.BytesIO(data))
     return offset, info.size
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8"))
 
 
 @dataclass

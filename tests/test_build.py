@@ -13,7 +13,7 @@ import webdataset as wds
 from PIL import Image
 
 from shards.cli import main as build_main
-from shards.synthetic import generate_demo
+from synthetic.demo_data import generate_demo
 
 
 def counts_balance(c: dict) -> bool:

@@ -361,7 +361,7 @@ def test_reader_layout_errors_are_one_line_before_any_work(tmp_path, capsys):
 
 def test_demo_generator_never_replaces_a_real_dataset(tmp_path):
     """A folder that merely holds a dota/ may be someone's real DOTA: only a marked demo folder is replaced."""
-    from shards.synthetic import prepare_out
+    from synthetic.demo_data import prepare_out
 
     data = tmp_path / "data"
     png(data / "dota" / "images" / "P0001.png")

@@ -79,7 +79,7 @@ def test_loading_a_checkpoint_says_nothing_about_random_weights(tmp_path, caplog
 def test_our_exported_tower_loads_without_a_load_report(tmp_path, capfd, caplog):
     import clip_pretrain  # noqa: F401 - registers rs-tiny
     from vlm_finetune.export import export_vision_tower
-    from vlm_finetune.geochat import load_vision_tower
+    from vlm_finetune.parts import load_vision_tower
 
     tower = export_vision_tower(None, "rs-tiny", 32, tmp_path / "tower")
     capfd.readouterr()

@@ -13,14 +13,9 @@ import torch
 from PIL import Image
 
 import clip_pretrain  # noqa: F401 - registers rs-tiny
-from clip_pretrain.evaluate.retrieval import (
-    EvalError,
-    expand_shard_pattern,
-    load_karpathy_eval_set,
-    load_shard_eval_set,
-    recall_at_k,
-    slow_recall_at_k,
-)
+from clip_pretrain.evaluate.common import EvalError
+from clip_pretrain.evaluate.eval_sets import expand_shard_pattern, load_karpathy_eval_set, load_shard_eval_set
+from clip_pretrain.evaluate.recall import recall_at_k, slow_recall_at_k
 from launch import eval_retrieval as cli
 from shards import writer as shard_writer
 
@@ -279,7 +274,8 @@ def report_weights(out: Path) -> str:
 
 def test_report_names_the_weights_it_scored(shard_dir, tmp_path):
     from clip_pretrain.checkpoint import save_safetensors
-    from clip_pretrain.evaluate.retrieval import RetrievalEvalConfig, evaluate_retrieval, load_bundle
+    from clip_pretrain.evaluate.common import load_bundle
+    from clip_pretrain.evaluate.retrieval import RetrievalEvalConfig, evaluate_retrieval
 
     def cfg(name: str, checkpoint: str | None = None) -> RetrievalEvalConfig:
         return RetrievalEvalConfig(model="rs-tiny", checkpoint=checkpoint, shards=str(shard_dir),

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import clip_pretrain  # noqa: F401 - registers rs-tiny
-from clip_pretrain.evaluate.retrieval import EvalError, encode_texts
+from clip_pretrain.evaluate.common import EvalError
+from clip_pretrain.evaluate.embedding import encode_texts
 from clip_pretrain.evaluate.zeroshot import (
     ZeroShotConfig,
     accuracy_metrics,

@@ -102,6 +102,15 @@ def test_interpolate_errors():
     assert check_image_size(504, 14) == 36
 
 
+def test_one_image_size_policy():
+    from vlm_finetune.interpolate import resolve_image_size
+
+    assert resolve_image_size(None, 336, 14) == resolve_image_size(0, 336, 14) == 336  # 0/None: the model's own
+    assert resolve_image_size(504, 336, 14) == 504
+    with pytest.raises(ValueError, match="not a multiple of the patch size 14"):
+        resolve_image_size(500, 336, 14)
+
+
 # ----------------------------------------------------------------------------------------------- parity
 
 

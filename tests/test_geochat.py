@@ -34,15 +34,8 @@ from vlm_finetune.convert import (
     normalize_hf_keys,
     original_to_hf,
 )
-from vlm_finetune.geochat import (
-    IMAGE_TOKEN,
-    GeoChatError,
-    assemble_geochat,
-    image_token_count,
-    interpolate_position_embeddings,
-    load_geochat,
-    swap_vision_tower,
-)
+from vlm_finetune.geochat import assemble_geochat, load_geochat, swap_vision_tower
+from vlm_finetune.parts import IMAGE_TOKEN, GeoChatError, image_token_count, interpolate_position_embeddings
 
 WORDS = ["<unk>", "<s>", "</s>", "USER", ":", "ASSISTANT", "a", "an", "the", "of", "is", "this", "what", "describe",
          "image", "airport", "plane", "planes", "runway", "there", "are", "many", "in", "picture", "satellite", "photo",
@@ -206,6 +199,26 @@ def test_tokenizer_gets_image_token_and_embeddings_grow(dirs):
     model3, ip = assemble_geochat(dirs["tower"], tiny_llm().config, image_size=56)
     assert isinstance(ip, CLIPImageProcessor) and ip.crop_size["height"] == 56
     assert model3.config.image_token_index == len(WORDS)
+
+
+def test_one_handle_whatever_the_folder_holds(dirs, tmp_path):
+    """assemble/load give a GeoChat handle with the same attributes; no tokenizer -> processor None, the image
+    processor kept, and a LlavaProcessor is asked for with one error; a tower resize refuses a size off the patch
+    grid (the one image-size policy)."""
+    chat = assemble_geochat(dirs["tower"], tiny_llm().config, image_size=56)
+    assert chat.processor is None and chat.tokenizer is None
+    assert isinstance(chat.image_processor, CLIPImageProcessor) and chat.image_processor.crop_size["height"] == 56
+    chat.save(tmp_path / "bare")
+    again = load_geochat(tmp_path / "bare")
+    assert again.processor is None and again.image_processor.crop_size["height"] == 56
+    with pytest.raises(GeoChatError, match="has no LlavaProcessor"):
+        again.require_processor(tmp_path / "bare")
+    full = assemble_geochat(dirs["tower"], dirs["llm"])
+    assert full.processor.tokenizer is full.tokenizer and full.processor.image_processor is full.image_processor
+    model, processor = full
+    assert model is full.model and processor is full.processor
+    with pytest.raises(GeoChatError, match="not a multiple of the patch size 14"):
+        assemble_geochat(dirs["tower"], dirs["llm"], image_size=50)
 
 
 def _check_forward_generate(model, processor, image):
@@ -400,7 +413,7 @@ def test_load_original_checkpoint_matches_the_source_llm(dirs, tmp_path, fmt):
     proj = tiny_projector()
     ckpt = write_original_checkpoint(tmp_path / "ckpt", llm, proj, fmt=fmt, tokenizer=make_tokenizer())
     assert checkpoint_layout(ckpt) == "original"
-    model, _, info = load_original_geochat(ckpt, dirs["tower"])
+    (model, _), info = load_original_geochat(ckpt, dirs["tower"])
     assert info["dropped_keys"] == ["model.layers.0.self_attn.rotary_emb.inv_freq"]
     assert model.config.vision_config.image_size == 504  # a GeoChat config without a tower copy: GeoChat's 504 px
     assert image_token_count(model) == 1296
@@ -410,7 +423,7 @@ def test_load_original_checkpoint_matches_the_source_llm(dirs, tmp_path, fmt):
         ref = llm(input_ids=ids).logits
         got = model(input_ids=ids).logits[..., : len(WORDS)]
     assert torch.allclose(got, ref, atol=1e-5)
-    model2, processor2, _ = load_original_geochat(ckpt, dirs["tower"], image_size=56)
+    (model2, processor2), _ = load_original_geochat(ckpt, dirs["tower"], image_size=56)
     inputs = processor2(images=synthetic_image(), text=PROMPT, return_tensors="pt")
     assert n_image_tokens(model2, inputs) == 16
     with torch.no_grad():
@@ -420,10 +433,10 @@ def test_load_original_checkpoint_matches_the_source_llm(dirs, tmp_path, fmt):
 def test_load_original_checkpoint_tower_copy_and_position_mismatch(dirs, tmp_path):
     llm, tower = tiny_llm(seed=12), CLIPVisionModel.from_pretrained(str(dirs["tower_b"]))
     ckpt = write_original_checkpoint(tmp_path / "ckpt", llm, tiny_projector(), tower=tower, model_type="llava")
-    model, _, info = load_original_geochat(ckpt, dirs["tower"], tower_from_checkpoint=True)
+    (model, _), info = load_original_geochat(ckpt, dirs["tower"], tower_from_checkpoint=True)
     assert info["image_size_from"] == "the checkpoint's tower positions" and model.config.vision_config.image_size == 28
     assert torch.equal(model.model.vision_tower.embeddings.patch_embedding.weight, tower.embeddings.patch_embedding.weight)
-    model_a, _, _ = load_original_geochat(ckpt, dirs["tower"])  # default: the tower comes from --vision-tower
+    (model_a, _), _ = load_original_geochat(ckpt, dirs["tower"])  # default: the tower comes from --vision-tower
     ref = CLIPVisionModel.from_pretrained(str(dirs["tower"]))
     assert torch.equal(model_a.model.vision_tower.embeddings.patch_embedding.weight, ref.embeddings.patch_embedding.weight)
     with pytest.raises(ConversionError, match=r"\(5, 32\).*\(17, 32\)"):  # the "577 vs 1297" class of error
@@ -533,9 +546,9 @@ def test_cli_help_and_errors(dirs, tmp_path, capsys):
 
 
 def test_exported_rs_tower_assembles_with_the_tiny_stand_in_llm(tmp_path):
-    """The demo's stage 2: our exporter's output + vlm_finetune.tiny's LLaMA -> HF Llava GeoChat that runs."""
+    """The demo's stage 2: our exporter's output + synthetic.tiny_llm's LLaMA -> HF Llava GeoChat that runs."""
     from vlm_finetune.export import export_vision_tower
-    from vlm_finetune.tiny import word_vocab, write_tiny_llm
+    from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
     tower = export_vision_tower(None, "rs-tiny", 96, tmp_path / "tower")
     llm = write_tiny_llm(tmp_path / "llm", word_vocab(["Many planes are parked near the runway .", "A green field ."]))
@@ -550,7 +563,7 @@ def test_exported_rs_tower_assembles_with_the_tiny_stand_in_llm(tmp_path):
 
 
 def test_forward_loss_generate_on_a_demo_data_image(dirs, tmp_path):
-    from shards.synthetic import generate_demo
+    from synthetic.demo_data import generate_demo
 
     generate_demo(tmp_path / "demo", seed=0, n_dota=2, n_coco=2, n_masks=1, n_captions=3, n_scenes_per_class=1, size=96)
     image = Image.open(next(iter(sorted((tmp_path / "demo" / "dota" / "images").iterdir())))).convert("RGB")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlm_finetune.conversation import (
+from rs_common.formats.conversation import (
     IGNORE_INDEX,
     SYSTEM,
     build_prompt,
@@ -39,7 +39,7 @@ def tiny_dirs(tmp_path_factory):
     from rs_common.paths import shared_data_dir
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat
-    from vlm_finetune.tiny import word_vocab, write_tiny_llm
+    from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
     root = tmp_path_factory.mktemp("ft")
     texts = [SYSTEM, *TINY_TEXTS]
@@ -60,7 +60,7 @@ def tiny_dirs(tmp_path_factory):
 def processor(tiny_dirs):
     from vlm_finetune.geochat import load_geochat
 
-    return load_geochat(tiny_dirs["model"])[1]
+    return load_geochat(tiny_dirs["model"]).processor
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_tiny_geochat_overfits_shared_data_samples(tiny_dirs, tmp_path):
     loss below 0.05x its start and greedy decoding of the merged model reproduces a trained answer exactly."""
     if not tiny_dirs["instruct"]:
         pytest.skip("shared data absent")
-    from vlm_finetune.conversation import tokenize_with_labels as twl
+    from rs_common.formats.conversation import tokenize_with_labels as twl
     from vlm_finetune.data import load_image
     from vlm_finetune.geochat import load_geochat
     from vlm_finetune.train import FinetuneConfig, train

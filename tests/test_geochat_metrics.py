@@ -248,9 +248,25 @@ def test_eval_cli_errors(tmp_path, capsys):
 
 
 def test_eval_prompt_is_vicuna_v1():
-    from vlm_finetune.evaluate import SYSTEM, build_prompt
+    from rs_common.formats.conversation import SYSTEM, generation_prompt
 
-    assert build_prompt("How many planes?") == f"{SYSTEM} USER: <image>\nHow many planes? ASSISTANT:"
+    assert generation_prompt("How many planes?") == f"{SYSTEM} USER: <image>\nHow many planes? ASSISTANT:"
+
+
+def test_every_vicuna_v1_prompt_comes_from_the_one_template():
+    """The system prompt and the ``USER:``/``ASSISTANT:`` roles are written in one module only; every other product
+    module that prompts a GeoChat builds the prompt from rs_common.formats.conversation."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    owner = root / "rs_common" / "formats" / "conversation.py"
+    for pkg in ("rs_common", "shards", "clip_pretrain", "vlm_finetune", "launch", "synthetic"):
+        for path in (root / pkg).rglob("*.py"):
+            text = path.read_text()
+            if path != owner:
+                assert "A chat between a curious user" not in text, path
+                assert "ASSISTANT:" not in text.replace("``ASSISTANT:``", ""), path
+                assert 'IMAGE_TOKEN = "' not in text, path
 
 
 def test_eval_cli_runs_tiny_model(tmp_path, capsys):
@@ -288,7 +304,7 @@ def test_geochat_infer_cli_answers_parses_and_draws(tmp_path, capsys):
     from launch import geochat_infer
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat
-    from vlm_finetune.tiny import word_vocab, write_tiny_llm
+    from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
     tower = export_vision_tower(None, "rs-tiny", 64, tmp_path / "tower")
     llm = write_tiny_llm(tmp_path / "llm", word_vocab(["[refer] the plane {<10><20><30><40>|0}"]))

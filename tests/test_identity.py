@@ -17,7 +17,7 @@ from clip_pretrain.checkpoint import save_safetensors
 from clip_pretrain.identity import CONFIG_NAME, read_identity
 from clip_pretrain.models import CheckpointError, create_clip
 from rs_common.config import load_config
-from tests.tiny_shards import write_tiny_shards
+from synthetic.tiny_shards import write_tiny_shards
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def reference_model(run: Path, quick_gelu: bool) -> torch.nn.Module:
 def test_eval_tools_without_model_flag_read_model_and_activation(quick_run, tmp_path):
     """eval_retrieval and eval_zeroshot with --checkpoint only: the recorded model with QuickGELU, whose embeddings
     are plain open_clip's QuickGELU model's (and not the GELU model's)."""
-    from clip_pretrain.evaluate.retrieval import embed_eval_set, load_shard_eval_set
+    from clip_pretrain.evaluate.embedding import embed_eval_set
+    from clip_pretrain.evaluate.eval_sets import load_shard_eval_set
     from clip_pretrain.models import ClipBundle
     from launch.eval_retrieval import main as retrieval_main
     from launch.eval_zeroshot import main as zeroshot_main

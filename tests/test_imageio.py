@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shards.build_config import ImageConfig
-from shards.imageio import configure_pillow, jpeg_bytes, load_image
-from shards.record import SampleSkip
+from rs_common.errors import SampleSkip
+from rs_common.imageio import ImageConfig, configure_pillow
+from shards.imageio import jpeg_bytes, load_image
 
 
 def noise(h=64, w=80, c=3, dtype=np.uint8, high=255, seed=0):

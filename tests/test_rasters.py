@@ -14,10 +14,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from shards.build_config import ImageConfig
+from rs_common.errors import SampleSkip
+from rs_common.imageio import ImageConfig, band_percentiles
 from shards.cli import main as build_main
-from shards.imageio import band_percentiles, load_image
-from shards.record import SampleSkip
+from shards.imageio import load_image
 
 H, W = 64, 96
 # band k: a low-frequency wave of its own (periods across x, periods down y), so every band is told apart by

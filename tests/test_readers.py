@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rs_common.errors import AnnotationError, LayoutError
 from shards.build_config import BuildConfig
 from shards.readers import FORMATS, IMAGE_EXTENSIONS, read_records
 from shards.readers._common import rotated_box_corners
 from shards.readers.classes import readable_class_name
 from shards.readers.eval_sets import iter_eval_images
 from shards.readers.masks import LOVEDA_CLASSES, load_mask, resolve_mask_classes
-from shards.record import AnnotationError, LayoutError, Record
+from shards.record import Record
 
 
 def read(fmt: str, root: Path, cfg: BuildConfig | None = None, source: str = "src") -> list[Record]:

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import clip_pretrain.evaluate.retrieval as retrieval
-from clip_pretrain.evaluate.retrieval import recall_at_k, slow_recall_at_k
+import clip_pretrain.evaluate.recall as recall
+from clip_pretrain.evaluate.recall import recall_at_k, slow_recall_at_k
 
 KS = (1, 5, 10)
 SIX = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in KS]
@@ -171,8 +171,8 @@ def test_degenerate_all_identical_and_zero_embeddings():
 
 def test_tie_free_queries_are_not_recomputed(monkeypatch):
     calls = []
-    real = retrieval.clip_benchmark_rows
-    monkeypatch.setattr(retrieval, "clip_benchmark_rows", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    real = recall.clip_benchmark_rows
+    monkeypatch.setattr(recall, "clip_benchmark_rows", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
     img_raw, txt_raw, t2i = random_grouped_case(200, 32, 11)
     recall_at_k(unit_rows(img_raw), unit_rows(txt_raw), t2i, batch_size=64, use_gpu=False)
     assert calls == []  # random embeddings: faiss's top k decides everything

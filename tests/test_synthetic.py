@@ -15,7 +15,7 @@ from PIL import Image
 
 from shards.build_config import BuildConfig
 from shards.readers import read_records
-from shards.synthetic import SCENE_CLASSES, generate_demo, main
+from synthetic.demo_data import SCENE_CLASSES, generate_demo, main
 
 SMALL = dict(n_dota=8, n_coco=5, n_masks=4, n_captions=20, n_scenes_per_class=2, size=192)
 SIZE = SMALL["size"]

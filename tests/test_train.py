@@ -22,9 +22,10 @@ from clip_pretrain.checkpoint import load_checkpoint
 from clip_pretrain.config import TrainConfig
 from clip_pretrain.data import ShardStream, batches_per_slot, expand_urls, shard_sizes, slot_pieces
 from clip_pretrain.models import CheckpointError, create_clip
-from clip_pretrain.train import cosine_lr, train
+from clip_pretrain.schedules import cosine_lr
+from clip_pretrain.train import train
 from rs_common.config import ConfigError, load_config
-from tests.tiny_shards import write_tiny_shards
+from synthetic.tiny_shards import write_tiny_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,19 +23,13 @@ from clip_pretrain.cli import OPEN_CLIP_FLAGS, default_run_name, main as cli_mai
 from clip_pretrain.config import TrainConfig
 from clip_pretrain.data import ShardStream, expand_urls, resampled_pieces, shard_sizes, slot_pieces
 from clip_pretrain.report import read_log
-from clip_pretrain.train import (
-    EvalPlan,
-    accumulate_gradients,
-    const_cooldown_lr,
-    const_lr,
-    cosine_lr,
-    param_groups,
-    train,
-    write_config,
-)
+from clip_pretrain.run_log import write_config
+from clip_pretrain.schedules import const_cooldown_lr, const_lr, cosine_lr
+from clip_pretrain.train import accumulate_gradients, param_groups, train
+from clip_pretrain.train_eval import EvalPlan
 from rs_common.config import load_config
+from synthetic.tiny_shards import COLOURS, sample_members, write_tiny_shards
 from tests.test_train import _NoTransform, cfg_for, ddp_rs_tiny, weights
-from tests.tiny_shards import COLOURS, sample_members, write_tiny_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,9 +27,11 @@ from clip_pretrain.models import TORCHSCRIPT_HELP, CheckpointError
 from clip_pretrain.train import TrainingDiverged, train
 from rs_common.config import ConfigError, load_config
 from rs_common.guards import OutputBusyError
-from shards.writer import BUILD_MARKER, SHARD_PATTERN, atomic_write_json, write_shard
+from rs_common.files import atomic_write_json
+from rs_common.formats.shard_sample import BUILD_MARKER, SHARD_PATTERN
+from shards.writer import write_shard
+from synthetic.tiny_shards import sample_members, write_tiny_shards
 from tests.hostile.processes import HARNESS, LAUNCHER
-from tests.tiny_shards import sample_members, write_tiny_shards
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -355,7 +355,8 @@ def test_broken_geochat_weights_are_one_line_in_every_tool(geochat_dir, tmp_path
 def test_broken_tower_llm_projector_and_hf_weights(geochat_dir, tmp_path):
     from vlm_finetune.convert import ConversionError, load_state_dict_dir
     from vlm_finetune.export import ExportError, read_hf_weights
-    from vlm_finetune.geochat import GeoChatError, assemble_geochat, projector_state_dict
+    from vlm_finetune.geochat import GeoChatError, assemble_geochat
+    from vlm_finetune.parts import projector_state_dict
 
     tower_file = broken_copy(geochat_dir / "tower", tmp_path / "tower", "model.safetensors", "truncated")
     llm_file = broken_copy(geochat_dir / "llm", tmp_path / "llm", "model.safetensors", "empty")

@@ -35,26 +35,23 @@ from typing import Any
 import torch
 
 from rs_common.config import ConfigError
-from vlm_finetune.geochat import (
+from rs_common.weights import read_json_object, read_weights
+from vlm_finetune.geochat import GeoChat, build_llava_config, finish_tokens, load_geochat
+from vlm_finetune.parts import (
     GEOCHAT_IMAGE_SIZE,
     VISION_FEATURE_SELECT_STRATEGY,
     GeoChatError,
-    _meta_tensors,
-    _parameters_on_meta,
-    build_llava_config,
-    finish_tokens,
+    check_dir,
+    check_model_dir,
     has_tokenizer_files,
     image_token_count,
-    load_geochat,
     load_image_processor,
     load_tokenizer,
     load_vision_tower,
     make_processor,
-    save_geochat,
-    swap_vision_tower,
+    meta_tensors,
+    parameters_on_meta,
 )
-from vlm_finetune.weights import check_weight_file, read_json_object, read_weight_file
-from vlm_finetune.weights import weight_files as _weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +60,8 @@ class ConversionError(GeoChatError):
     """A checkpoint that cannot be converted (unknown keys, missing files, shape mismatch, ...)."""
 
 
-# original key prefix -> HF key prefix; first match wins, so the longer prefixes come first
+# THE rename table: original key prefix -> HF key prefix; first match wins, so the longer prefixes come first. The
+# other direction is its inverse (the first original spelling of each HF prefix).
 _ORIGINAL_TO_HF = (
     ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),
     ("model.vision_tower.vision_tower.", "model.vision_tower."),  # a tower saved by a transformers without vision_model.
@@ -74,14 +72,9 @@ _ORIGINAL_TO_HF = (
     ("model.norm.", "model.language_model.norm."),
     ("lm_head.", "lm_head."),
 )
-_HF_TO_ORIGINAL = (
-    ("model.vision_tower.", "model.vision_tower.vision_tower.vision_model."),
-    ("model.multi_modal_projector.linear_1.", "model.mm_projector.0."),
-    ("model.multi_modal_projector.linear_2.", "model.mm_projector.2."),
-    ("model.language_model.", "model."),
-    ("lm_head.", "lm_head."),
-)
-# the on-disk names transformers 5 writes, and the 4.x in-memory names, -> the 5.x in-memory names
+_HF_TO_ORIGINAL = tuple((hf, original) for hf, original in {hf: o for o, hf in reversed(_ORIGINAL_TO_HF)}.items())
+# not a direction but HF spellings: the on-disk names transformers 5 writes, and the 4.x in-memory names, -> the 5.x
+# in-memory names
 _HF_LEGACY = (
     ("language_model.model.", "model.language_model."),
     ("language_model.lm_head.", "lm_head."),
@@ -105,6 +98,24 @@ def _rename(key: str, table) -> str | None:
     return None
 
 
+def _rename_all(state_dict: dict[str, torch.Tensor], table, dropped: list[str] | None
+                ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``(renamed, unknown keys)``: every key through ``table``; recomputed buffers left out (named in ``dropped``)."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        if _is_dropped(key):
+            if dropped is not None:
+                dropped.append(key)
+            continue
+        new = _rename(key, table)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    return out, unknown
+
+
 def _unknown(keys: list[str], what: str) -> ConversionError:
     shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
     return ConversionError(f"{what}: {shown}")
@@ -116,18 +127,7 @@ def original_to_hf(state_dict: dict[str, torch.Tensor], dropped: list[str] | Non
     Recomputed buffers are dropped (their names appended to ``dropped`` when given); any other key this map does not
     know is an error that names it (e.g. a ``linear`` or ``mlp3x_gelu`` projector, which HF Llava cannot hold).
     """
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in state_dict.items():
-        if _is_dropped(key):
-            if dropped is not None:
-                dropped.append(key)
-            continue
-        new = _rename(key, _ORIGINAL_TO_HF)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
+    out, unknown = _rename_all(state_dict, _ORIGINAL_TO_HF, dropped)
     if unknown:
         projector = [k for k in unknown if k.startswith("model.mm_projector.")]
         if projector:
@@ -156,20 +156,10 @@ def hf_to_original(state_dict: dict[str, torch.Tensor], include_vision_tower: bo
 
     ``include_vision_tower=False`` leaves the tower out (LLaVA reloads it from ``mm_vision_tower``).
     """
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, value in normalize_hf_keys(state_dict).items():
-        if _is_dropped(key):
-            if dropped is not None:
-                dropped.append(key)
-            continue
-        if key.startswith("model.vision_tower.") and not include_vision_tower:
-            continue
-        new = _rename(key, _HF_TO_ORIGINAL)
-        if new is None:
-            unknown.append(key)
-        else:
-            out[new] = value
+    state = normalize_hf_keys(state_dict)
+    if not include_vision_tower:
+        state = {k: v for k, v in state.items() if not k.startswith("model.vision_tower.")}
+    out, unknown = _rename_all(state, _HF_TO_ORIGINAL, dropped)
     if unknown:
         raise _unknown(unknown, "keys that are not part of an HF Llava (mlp2x_gelu, CLIP, LLaMA) model")
     return out
@@ -179,26 +169,10 @@ def hf_to_original(state_dict: dict[str, torch.Tensor], include_vision_tower: bo
 # checkpoint files
 # ----------------------------------------------------------------------------------------------------------------
 
-def weight_files(checkpoint_dir) -> list[Path]:
-    """The weight files of a checkpoint directory (single file or shards named by an index json), each checked
-    cheaply (present, not empty, header intact; :mod:`vlm_finetune.weights`)."""
-    root = Path(checkpoint_dir)
-    files = _weight_files(root, ConversionError, required=False)
-    if not files:
-        raise ConversionError(f"no weights in {root}: expected model.safetensors, pytorch_model.bin or sharded files "
-                              "with model.safetensors.index.json / pytorch_model.bin.index.json")
-    for f in files:
-        check_weight_file(f, ConversionError)
-    return files
-
-
 def load_state_dict_dir(checkpoint_dir) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint directory's weight files, on CPU (safetensors or ``weights_only`` torch.load);
-    an unreadable file is a one-line ConversionError naming it."""
-    state: dict[str, torch.Tensor] = {}
-    for path in weight_files(checkpoint_dir):
-        state.update(read_weight_file(path, ConversionError))
-    return state
+    """Every tensor of a checkpoint directory's weight files (one file or the shards an index names), on CPU and
+    checked first (:func:`rs_common.weights.read_weights`); a problem is a one-line ConversionError naming the file."""
+    return read_weights(checkpoint_dir, ConversionError)
 
 
 def read_config(checkpoint_dir) -> dict[str, Any]:
@@ -268,90 +242,55 @@ def _is_geochat(cfg: dict[str, Any]) -> bool:
     return any("geochat" in n.lower() for n in names)
 
 
-def load_original_geochat(checkpoint_dir, vision_tower_dir, *, image_size: int | None = None,
-                          tower_from_checkpoint: bool = False, tokenizer=None, dtype: torch.dtype | None = None,
-                          pad_to_multiple_of: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """Load an original LLaVA-1.5/GeoChat checkpoint directory as an HF ``LlavaForConditionalGeneration``.
+def _image_size(ckpt_tower: dict[str, torch.Tensor], cfg: dict[str, Any], image_size: int | None):
+    """``(image size or None, where it came from)``: the flag, else the checkpoint tower's position grid, else 504 px
+    for a GeoChat config, else None (the tower's own size)."""
+    if image_size is not None:
+        return image_size, "--image-size"
+    pos = ckpt_tower.get("embeddings.position_embedding.weight")
+    patch_w = ckpt_tower.get("embeddings.patch_embedding.weight")
+    if pos is not None and patch_w is not None:
+        return math.isqrt(pos.shape[0] - 1) * int(patch_w.shape[-1]), "the checkpoint's tower positions"
+    if _is_geochat(cfg):
+        return GEOCHAT_IMAGE_SIZE, "GeoChat's 504 px"
+    return None, "the vision tower's own size (pass --image-size 504 for GeoChat)"
 
-    The tower comes from ``vision_tower_dir`` (config, weights, image processor), as GeoChat itself does: it reloads
-    ``mm_vision_tower`` and interpolates it, so a tower copy inside the checkpoint is not used unless
-    ``tower_from_checkpoint``. ``image_size``: None = the checkpoint tower's position grid when the checkpoint has
-    one, else 504 for a GeoChat config (``model_type`` geochat), else the tower's own size.
-    Returns ``(model, processor, info)``; processor as in ``assemble_geochat``.
-    """
-    from transformers import LlavaForConditionalGeneration
 
-    root = Path(checkpoint_dir)
-    cfg = read_config(root)
-    projector_type = cfg.get("mm_projector_type", "mlp2x_gelu")
-    if projector_type != "mlp2x_gelu":
-        raise ConversionError(f"mm_projector_type {projector_type!r} is not supported: HF Llava's projector is "
-                              "mlp2x_gelu (Linear, GELU, Linear)")
-    dropped: list[str] = []
-    state = original_to_hf(load_state_dict_dir(root), dropped)
-    ckpt_tower = {k[len("model.vision_tower."):]: state.pop(k) for k in list(state) if k.startswith("model.vision_tower.")}
-
-    source = "--image-size"
-    if image_size is None:
-        pos = ckpt_tower.get("embeddings.position_embedding.weight")
-        patch_w = ckpt_tower.get("embeddings.patch_embedding.weight")
-        if pos is not None and patch_w is not None:
-            image_size = math.isqrt(pos.shape[0] - 1) * int(patch_w.shape[-1])
-            source = "the checkpoint's tower positions"
-        elif _is_geochat(cfg):
-            image_size, source = GEOCHAT_IMAGE_SIZE, "GeoChat's 504 px"
-        else:
-            source = "the vision tower's own size (pass --image-size 504 for GeoChat)"
-    tower = load_vision_tower(vision_tower_dir, image_size=image_size)
-    image_processor = load_image_processor(vision_tower_dir, tower.config.image_size)
-    logger.info("image size %d px (%s): %d image tokens", tower.config.image_size, source,
-                image_token_count(tower.config))
-
-    mm_hidden = cfg.get("mm_hidden_size")
+def _check_projector(state, cfg: dict[str, Any], tower, root: Path, vision_tower_dir) -> None:
     linear_1 = state.get("model.multi_modal_projector.linear_1.weight")
     if linear_1 is None:
         raise ConversionError(f"{root} holds no projector weights (model.mm_projector.0.weight)")
     if linear_1.shape[1] != tower.config.hidden_size:
         raise ConversionError(
-            f"the checkpoint's projector takes {linear_1.shape[1]} inputs (mm_hidden_size {mm_hidden}) but the vision "
-            f"tower {vision_tower_dir} has hidden size {tower.config.hidden_size}; give the tower the checkpoint was "
-            "trained with, then --swap-vision-tower DIR (--reinit-projector for another width)")
-    if tower_from_checkpoint:
-        if not ckpt_tower:
-            raise ConversionError(f"--tower-from-checkpoint: {root} holds no vision tower weights "
-                                  "(model.vision_tower.vision_tower.vision_model.*)")
-        own = tower.state_dict()
-        bad = sorted(set(own) ^ set(ckpt_tower))
-        if bad:
-            raise ConversionError(f"the checkpoint's vision tower does not match {vision_tower_dir}'s config: "
-                                  f"keys {bad[:6]}")
-        for k, v in ckpt_tower.items():
-            if tuple(v.shape) != tuple(own[k].shape):
-                raise ConversionError(
-                    f"the checkpoint's vision tower {k} has shape {tuple(v.shape)} but the tower at "
-                    f"{tower.config.image_size} px needs {tuple(own[k].shape)} (position count = "
-                    f"(image_size / patch)^2 + 1); pass --image-size to match it")
-        tower.load_state_dict(ckpt_tower, strict=True)
-    elif ckpt_tower:
-        logger.info("the checkpoint's own copy of the vision tower (%d tensors) is not used: the tower comes from %s, "
-                    "as in GeoChat (pass --tower-from-checkpoint to use it)", len(ckpt_tower), vision_tower_dir)
+            f"the checkpoint's projector takes {linear_1.shape[1]} inputs (mm_hidden_size {cfg.get('mm_hidden_size')}) "
+            f"but the vision tower {vision_tower_dir} has hidden size {tower.config.hidden_size}; give the tower the "
+            "checkpoint was trained with, then --swap-vision-tower DIR (--reinit-projector for another width)")
 
-    text_config = original_text_config(cfg)
-    ref_dtype = dtype or state["model.language_model.embed_tokens.weight"].dtype
-    for key, value in tower.state_dict().items():
-        state["model.vision_tower." + key] = value
-    state = {k: v.to(ref_dtype) if v.is_floating_point() else v for k, v in state.items()}
-    vocab = state["model.language_model.embed_tokens.weight"].shape[0]
-    if vocab != text_config.vocab_size:
-        logger.warning("config vocab_size %d but embed_tokens has %d rows; using %d", text_config.vocab_size, vocab, vocab)
-        text_config.vocab_size = vocab
-    if "lm_head.weight" not in state and text_config.tie_word_embeddings:
-        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
-    config = build_llava_config(
-        tower.config, text_config, image_token_index=vocab,
-        vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
-        vision_feature_select_strategy=_select_feature(cfg))
-    with _parameters_on_meta():
+
+def _load_checkpoint_tower(tower, ckpt_tower: dict[str, torch.Tensor], root: Path, vision_tower_dir) -> None:
+    """``--tower-from-checkpoint``: the checkpoint's own tower weights into ``tower``, keys and shapes checked."""
+    if not ckpt_tower:
+        raise ConversionError(f"--tower-from-checkpoint: {root} holds no vision tower weights "
+                              "(model.vision_tower.vision_tower.vision_model.*)")
+    own = tower.state_dict()
+    bad = sorted(set(own) ^ set(ckpt_tower))
+    if bad:
+        raise ConversionError(f"the checkpoint's vision tower does not match {vision_tower_dir}'s config: "
+                              f"keys {bad[:6]}")
+    for k, v in ckpt_tower.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise ConversionError(
+                f"the checkpoint's vision tower {k} has shape {tuple(v.shape)} but the tower at "
+                f"{tower.config.image_size} px needs {tuple(own[k].shape)} (position count = "
+                f"(image_size / patch)^2 + 1); pass --image-size to match it")
+    tower.load_state_dict(ckpt_tower, strict=True)
+
+
+def _filled_model(config, state: dict[str, torch.Tensor]):
+    """A LlavaForConditionalGeneration of ``config`` holding exactly ``state`` (keys and shapes checked)."""
+    from transformers import LlavaForConditionalGeneration
+
+    with parameters_on_meta():
         model = LlavaForConditionalGeneration(config)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
@@ -363,22 +302,78 @@ def load_original_geochat(checkpoint_dir, vision_tower_dir, *, image_size: int |
             raise ConversionError(f"{key}: checkpoint shape {tuple(state[key].shape)} vs config shape "
                                   f"{tuple(param.shape)} (config.json and weights disagree)")
     model.load_state_dict(state, strict=True, assign=True)
-    if text_config.tie_word_embeddings:
+    if config.text_config.tie_word_embeddings:
         model.tie_weights()
-    leftover = _meta_tensors(model)
+    leftover = meta_tensors(model)
     if leftover:
         raise ConversionError(f"internal: tensors not filled by the checkpoint: {leftover[:5]}")
+    return model
 
+
+def _llava_state(state: dict[str, torch.Tensor], tower, text_config, dtype) -> dict[str, torch.Tensor]:
+    """The HF state dict with the tower's weights, in one dtype; ``text_config`` follows the embedding's rows."""
+    ref_dtype = dtype or state["model.language_model.embed_tokens.weight"].dtype
+    for key, value in tower.state_dict().items():
+        state["model.vision_tower." + key] = value
+    state = {k: v.to(ref_dtype) if v.is_floating_point() else v for k, v in state.items()}
+    vocab = state["model.language_model.embed_tokens.weight"].shape[0]
+    if vocab != text_config.vocab_size:
+        logger.warning("config vocab_size %d but embed_tokens has %d rows; using %d", text_config.vocab_size, vocab, vocab)
+        text_config.vocab_size = vocab
+    if "lm_head.weight" not in state and text_config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
+    return state
+
+
+def load_original_geochat(checkpoint_dir, vision_tower_dir, *, image_size: int | None = None,
+                          tower_from_checkpoint: bool = False, tokenizer=None, dtype: torch.dtype | None = None,
+                          pad_to_multiple_of: int | None = None) -> tuple[GeoChat, dict[str, Any]]:
+    """Load an original LLaVA-1.5/GeoChat checkpoint directory as an HF ``LlavaForConditionalGeneration``.
+
+    The tower comes from ``vision_tower_dir`` (config, weights, image processor), as GeoChat itself does: it reloads
+    ``mm_vision_tower`` and interpolates it, so a tower copy inside the checkpoint is not used unless
+    ``tower_from_checkpoint``. ``image_size``: None = the checkpoint tower's position grid when the checkpoint has
+    one, else 504 for a GeoChat config (``model_type`` geochat), else the tower's own size.
+    Returns ``(chat, info)``: the :class:`~vlm_finetune.geochat.GeoChat` handle and what the conversion did.
+    """
+    root = Path(checkpoint_dir)
+    cfg = read_config(root)
+    projector_type = cfg.get("mm_projector_type", "mlp2x_gelu")
+    if projector_type != "mlp2x_gelu":
+        raise ConversionError(f"mm_projector_type {projector_type!r} is not supported: HF Llava's projector is "
+                              "mlp2x_gelu (Linear, GELU, Linear)")
+    dropped: list[str] = []
+    state = original_to_hf(load_state_dict_dir(root), dropped)
+    ckpt_tower = {k[len("model.vision_tower."):]: state.pop(k) for k in list(state) if k.startswith("model.vision_tower.")}
+    image_size, source = _image_size(ckpt_tower, cfg, image_size)
+    tower = load_vision_tower(vision_tower_dir, image_size=image_size)
+    image_processor = load_image_processor(vision_tower_dir, tower.config.image_size)
+    logger.info("image size %d px (%s): %d image tokens", tower.config.image_size, source,
+                image_token_count(tower.config))
+    _check_projector(state, cfg, tower, root, vision_tower_dir)
+    if tower_from_checkpoint:
+        _load_checkpoint_tower(tower, ckpt_tower, root, vision_tower_dir)
+    elif ckpt_tower:
+        logger.info("the checkpoint's own copy of the vision tower (%d tensors) is not used: the tower comes from %s, "
+                    "as in GeoChat (pass --tower-from-checkpoint to use it)", len(ckpt_tower), vision_tower_dir)
+    text_config = original_text_config(cfg)
+    state = _llava_state(state, tower, text_config, dtype)
+    config = build_llava_config(
+        tower.config, text_config, image_token_index=text_config.vocab_size,
+        vision_feature_layer=int(cfg.get("mm_vision_select_layer", -2)),
+        vision_feature_select_strategy=_select_feature(cfg))
+    model = _filled_model(config, state)
     if tokenizer is None and has_tokenizer_files(root):
         tokenizer = root
     if isinstance(tokenizer, (str, Path)):
         tokenizer = load_tokenizer(tokenizer)
     image_id = finish_tokens(model, tokenizer, pad_to_multiple_of=pad_to_multiple_of)
     model.eval()
-    processor = image_processor if tokenizer is None else make_processor(image_processor, tokenizer, tower.config)
+    chat = GeoChat(model, make_processor(image_processor, tokenizer, tower.config) if tokenizer is not None else None,
+                   image_processor=image_processor)
     info = {"dropped_keys": dropped, "image_size_from": source, "image_token_index": image_id,
             "checkpoint_tower_tensors": len(ckpt_tower), "tower_from_checkpoint": bool(tower_from_checkpoint)}
-    return model, processor, info
+    return chat, info
 
 
 def original_config(model, vision_tower_path: str | None, model_type: str = "geochat") -> dict[str, Any]:
@@ -417,15 +412,16 @@ def original_config(model, vision_tower_path: str | None, model_type: str = "geo
     }
 
 
-def save_original_geochat(model, processor, output_dir, *, model_type: str = "geochat",
+def save_original_geochat(chat: GeoChat, output_dir, *, model_type: str = "geochat",
                           include_vision_tower: bool = True, max_shard_size: str | int = "5GB") -> Path:
-    """Write an HF Llava GeoChat in the original layout: config.json (LLaMA + mm_*), safetensors weights (sharded
-    with an index past ``max_shard_size``), the tokenizer when known, and the tower as an HF CLIP vision dir in
-    ``vision_tower/`` (keys with the ``vision_model.`` prefix older transformers expect; already at the model's
+    """Write an HF Llava GeoChat (its :class:`~vlm_finetune.geochat.GeoChat` handle) in the original layout:
+    config.json (LLaMA + mm_*), safetensors weights (sharded with an index past ``max_shard_size``), the tokenizer
+    when known, and the tower as an HF CLIP vision dir in ``vision_tower/`` (keys with the ``vision_model.`` prefix older transformers expect; already at the model's
     image size, so GeoChat's 504 px interpolation is a no-op) that ``mm_vision_tower`` points at."""
     from huggingface_hub import save_torch_state_dict
     from safetensors.torch import save_file
 
+    model = chat.model
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tower_dir = out / "vision_tower"
@@ -433,10 +429,8 @@ def save_original_geochat(model, processor, output_dir, *, model_type: str = "ge
     tower.config.save_pretrained(str(tower_dir))
     save_file({"vision_model." + k: v.detach().contiguous() for k, v in tower.state_dict().items()},
               str(tower_dir / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer = getattr(processor, "tokenizer", None)
-    image_processor = getattr(processor, "image_processor", processor)
-    if image_processor is not None and hasattr(image_processor, "crop_size"):
-        image_processor.save_pretrained(str(tower_dir))
+    if chat.image_processor is not None:
+        chat.image_processor.save_pretrained(str(tower_dir))
 
     state = hf_to_original(model.state_dict(), include_vision_tower=include_vision_tower)
     seen: dict[int, str] = {}
@@ -448,8 +442,8 @@ def save_original_geochat(model, processor, output_dir, *, model_type: str = "ge
     state = {k: v.detach().contiguous() for k, v in state.items()}
     save_torch_state_dict(state, str(out), max_shard_size=max_shard_size, safe_serialization=True)
     (out / "config.json").write_text(json.dumps(original_config(model, str(tower_dir.resolve()), model_type), indent=2))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
+    if chat.tokenizer is not None:
+        chat.tokenizer.save_pretrained(str(out))
     return out
 
 
@@ -514,13 +508,11 @@ class ConvertGeoChatConfig:
 def _check_inputs(cfg: ConvertGeoChatConfig) -> None:
     """The folders the conversion will read, checked before the (large) checkpoint is loaded: a typo in
     --swap-vision-tower or --tokenizer should not cost a full load first."""
-    from vlm_finetune.geochat import _check_dir, check_model_dir
-
     for flag, path in (("--vision-tower", cfg.vision_tower), ("--swap-vision-tower", cfg.swap_vision_tower)):
         if path:
             check_model_dir(path, f"{flag} (HF CLIP vision directory)")
     if cfg.tokenizer:
-        _check_dir(cfg.tokenizer, "--tokenizer directory")
+        check_dir(cfg.tokenizer, "--tokenizer directory")
 
 
 def convert_geochat(cfg: ConvertGeoChatConfig) -> dict[str, Any]:
@@ -542,7 +534,7 @@ def convert_geochat(cfg: ConvertGeoChatConfig) -> dict[str, Any]:
         if not cfg.vision_tower:
             raise ConversionError("an original-layout checkpoint needs --vision-tower DIR (the HF CLIP vision tower "
                                   "it was trained with; GeoChat reloads it from mm_vision_tower too)")
-        model, processor, info = load_original_geochat(
+        chat, info = load_original_geochat(
             src, cfg.vision_tower, image_size=cfg.image_size, tower_from_checkpoint=cfg.tower_from_checkpoint,
             tokenizer=cfg.tokenizer, dtype=dtype, pad_to_multiple_of=cfg.pad_to_multiple_of)
     else:
@@ -551,31 +543,23 @@ def convert_geochat(cfg: ConvertGeoChatConfig) -> dict[str, Any]:
                                   "checkpoint; use --swap-vision-tower DIR to replace its tower")
         if cfg.tower_from_checkpoint:
             raise ConversionError("--tower-from-checkpoint only applies to an original-layout checkpoint")
-        model, processor = load_geochat(src, dtype=dtype)
+        chat = load_geochat(src, dtype=dtype)
         if cfg.tokenizer:
-            tokenizer = load_tokenizer(cfg.tokenizer)
-            image_processor = getattr(processor, "image_processor", processor)
-            if image_processor is None or not hasattr(image_processor, "crop_size"):
+            if chat.image_processor is None:
                 raise ConversionError(f"{src} has no image processor (preprocessor_config.json) to pair with --tokenizer")
-            finish_tokens(model, tokenizer, pad_to_multiple_of=cfg.pad_to_multiple_of)
-            processor = make_processor(image_processor, tokenizer, model.config.vision_config)
-        if cfg.image_size is not None and cfg.image_size != model.config.vision_config.image_size \
+            chat.set_tokenizer(load_tokenizer(cfg.tokenizer), pad_to_multiple_of=cfg.pad_to_multiple_of)
+        if cfg.image_size is not None and cfg.image_size != chat.model.config.vision_config.image_size \
                 and not cfg.swap_vision_tower:
             raise ConversionError("--image-size on an HF checkpoint needs --swap-vision-tower (the tower is reloaded "
                                   "at the new size)")
     if cfg.swap_vision_tower:
-        if processor is not None and not hasattr(processor, "tokenizer"):
-            # a bare image processor: replace it by the new tower's own, at the model's size below
-            processor = None
-        swap_vision_tower(model, cfg.swap_vision_tower, reinit_projector=cfg.reinit_projector,
-                          image_size=cfg.image_size, processor=processor, seed=cfg.seed)
-        if processor is None and (Path(cfg.swap_vision_tower) / "preprocessor_config.json").exists():
-            processor = load_image_processor(cfg.swap_vision_tower, model.config.vision_config.image_size)
+        chat.swap_vision_tower(cfg.swap_vision_tower, reinit_projector=cfg.reinit_projector,
+                               image_size=cfg.image_size, seed=cfg.seed)
     if cfg.to_original:
-        save_original_geochat(model, processor, out, model_type=cfg.original_model_type,
-                              max_shard_size=cfg.max_shard_size)
+        save_original_geochat(chat, out, model_type=cfg.original_model_type, max_shard_size=cfg.max_shard_size)
     else:
-        save_geochat(model, processor, out, max_shard_size=cfg.max_shard_size)
+        chat.save(out, max_shard_size=cfg.max_shard_size)
+    model = chat.model
     vc, tc = model.config.vision_config, model.config.text_config
     summary = {
         "input": str(src), "input_layout": layout, "output": str(out),
@@ -584,7 +568,7 @@ def convert_geochat(cfg: ConvertGeoChatConfig) -> dict[str, Any]:
         "vision_hidden_size": int(vc.hidden_size), "text_hidden_size": int(tc.hidden_size),
         "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
         "image_token_index": int(model.config.image_token_index),
-        "processor": type(processor).__name__ if processor is not None else None,
+        "processor": type(chat.main_processor).__name__ if chat.main_processor is not None else None,
         "swapped_vision_tower": cfg.swap_vision_tower, "projector_reinitialised": bool(cfg.reinit_projector),
         "dropped_keys": len(info.get("dropped_keys", [])),
     }

@@ -3,7 +3,7 @@
 - Images are padded to a square filled with the image processor's mean colour (GeoChat/LLaVA
   ``image_aspect_ratio="pad"``, ``expand2square(img, tuple(int(x * 255) for x in image_mean))``), then go through the
   processor's CLIP image processor (resize + centre crop to the model's image size).
-- The text is the vicuna_v1 prompt (:mod:`vlm_finetune.conversation`) tokenised piece by piece with the ``<image>``
+- The text is the vicuna_v1 prompt (:mod:`rs_common.formats.conversation`) tokenised piece by piece with the ``<image>``
   replaced by ``image_seq_length`` image-token ids (what HF LlavaProcessor's expansion gives), so labels stay aligned.
 - Truncation to ``max_length`` only cuts text after the image tokens; a sample whose image tokens alone do not fit is
   dropped.
@@ -24,10 +24,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vlm_finetune.conversation import IGNORE_INDEX, tokenize_with_labels
-from vlm_finetune.instruct import IMAGE_TOKEN, read_instruct_json, validate_record
+from rs_common.formats.conversation import IGNORE_INDEX, IMAGE_TOKEN, tokenize_with_labels
+from rs_common.formats.llava_record import read_records, validate_record
+from vlm_finetune.instruct import InstructError
 
 logger = logging.getLogger(__name__)
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning setup problem the user can fix (raised by the data and by :mod:`vlm_finetune.train`)."""
 
 
 def expand2square(image, background):
@@ -200,8 +205,6 @@ class GeoChatDataset(Dataset):
                     self._warned.add(path)
                     logger.warning("image %s does not decode (%s: %s): another sample is used in its place",
                                    path, type(exc).__name__, exc)
-        from vlm_finetune.train import FinetuneError
-
         raise FinetuneError(f"{self.screened.source}: none of the {len(self.items)} samples' images decodes "
                             f"(first: {self.image_dir / self.items[index][0]['image']})")
 
@@ -209,10 +212,10 @@ class GeoChatDataset(Dataset):
 def _read_records(data) -> list[dict]:
     """Validated records of a LLaVA json path or a list (errors name the file or record)."""
     if isinstance(data, (str, Path)):
-        return read_instruct_json(data)
+        return read_records(data, InstructError)
     records = list(data)
     for i, rec in enumerate(records):
-        validate_record(rec, i)
+        validate_record(rec, i, InstructError)
     return records
 
 

@@ -13,7 +13,6 @@ Missing predictions count as wrong (``n_missing``); unreadable box groups are co
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import time
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from rs_common.config import ConfigError
+from rs_common.formats.conversation import generation_prompt
+from rs_common.formats.llava_record import json_lines, load_json_records, read_text_file, strip_image_token
 
-from .boxes import box_to_polygon, parse_boxes
+from .boxes import parse_boxes
 from .metrics import (
     acc_at_iou,
     accuracy,
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 TASKS = ("classify", "vqa", "refer", "grounding", "region-caption")
 BOX_TASKS = ("refer", "grounding")
-SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-          "detailed, and polite answers to the user's questions.")
 
 
 class EvalError(ValueError):
@@ -102,8 +101,6 @@ def _turn_value(turn, path: Path, index: int) -> str | None:
 def load_records(path) -> list[dict]:
     """``{id, image, question, reference}`` per record of a LLaVA-format json/jsonl; a malformed file or record is an
     EvalError naming the file and the record."""
-    from .instruct import load_json_records
-
     path = Path(path)
     data = load_json_records(path, EvalError)
     if isinstance(data, dict):
@@ -124,30 +121,18 @@ def load_records(path) -> list[dict]:
         image = rec.get("image")
         if image is not None and not isinstance(image, str):
             raise EvalError(f"{path}: record {i}: 'image' must be a path string, got {type(image).__name__}")
-        question = question.replace("<image>\n", "").replace("<image>", "").strip()
+        question = strip_image_token(question)
         out.append({"id": str(rec.get("id", i)), "image": image, "question": question,
                     "reference": answer.strip()})
     return out
 
 
 def load_predictions(path) -> dict[str, str]:
+    """``{question_id: answer}`` of a predictions.jsonl; a bad file or line is an EvalError naming it."""
     path = Path(path)
-    if path.is_dir():
-        raise EvalError(f"predictions file {path} is a folder (expected a .jsonl file)")
-    if not path.is_file():
-        raise EvalError(f"predictions file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise EvalError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
+    text = read_text_file(path, EvalError, "predictions file", "a .jsonl file")
     preds: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalError(f"{path}:{n}: not valid JSON: {exc}") from None
+    for n, row in json_lines(text, path, EvalError):
         if not isinstance(row, dict):
             raise EvalError(f"{path}:{n}: each line must be a json object {{question_id, answer}}")
         qid = row.get("question_id", row.get("id"))
@@ -201,7 +186,7 @@ def check_device(device: str) -> None:
 def check_adapter_dir(adapter) -> Path:
     """A peft adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``/``.bin``), checked cheaply
     before the base model is loaded."""
-    from .weights import check_weight_file, read_json_object
+    from rs_common.weights import check_weight_file, read_json_object
 
     p = Path(adapter)
     if not p.is_dir():
@@ -218,21 +203,11 @@ def check_adapter_dir(adapter) -> Path:
 
 # ---------------------------------------------------------------- inference
 
-def build_prompt(question: str) -> str:
-    """vicuna_v1 single-turn generation prompt with the image placeholder: vlm_finetune.conversation's template
-    (the one fine-tuning uses); the local SYSTEM constant only if that module is unavailable."""
-    turn = "<image>\n" + question
-    try:
-        from .conversation import build_prompt as conv_prompt
-    except ImportError:
-        return f"{SYSTEM} USER: {turn} ASSISTANT:"
-    return conv_prompt([turn], add_generation_prompt=True)
-
-
 def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
     """``(model, processor)`` of an HF Llava GeoChat dir, with a peft LoRA adapter applied when given."""
+    from rs_common.errors import first_line
+
     from .geochat import GeoChatError, check_geochat_dir, has_llava_processor_files, load_geochat
-    from .weights import first_line
 
     check_device(device)
     if adapter:
@@ -242,11 +217,10 @@ def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
         if not has_llava_processor_files(model_dir):
             raise EvalError(f"{model_dir} has no LlavaProcessor (processor_config.json, or preprocessor_config.json + "
                             "tokenizer files) to run inference with")
-        model, processor = load_geochat(model_dir)
+        chat = load_geochat(model_dir)
     except GeoChatError as exc:
         raise EvalError(str(exc)) from None
-    if processor is None or not hasattr(processor, "tokenizer"):
-        raise EvalError(f"{model_dir} has no LlavaProcessor (tokenizer + image processor) to run inference with")
+    model, processor = chat.model, chat.require_processor(model_dir, EvalError, " to run inference with")
     if adapter:
         from peft import PeftModel
 
@@ -262,7 +236,7 @@ def answer_question(model, processor, image, question: str, max_new_tokens: int 
     import torch
 
     tok = processor.tokenizer
-    inputs = processor(images=image, text=build_prompt(question), return_tensors="pt").to(model.device)
+    inputs = processor(images=image, text=generation_prompt(question), return_tensors="pt").to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     with torch.inference_mode():
@@ -364,66 +338,40 @@ def score(task: str, records: list[dict], preds: dict[str, str], box_match: str 
 
 # ---------------------------------------------------------------- report
 
-def draw_boxes(img, boxes, colour=(230, 0, 0), width: int = 2):
-    """Draw 0-100-grid boxes (rotated ones as polygons) onto a PIL image in place."""
-    from PIL import ImageDraw
+def _result_cell(row: dict) -> str:
+    from rs_common.report_kit import esc
 
-    draw = ImageDraw.Draw(img)
-    w, h = img.size
-    for b in boxes:
-        pts = [(x * w / 100.0, y * h / 100.0) for x, y in box_to_polygon(b)]
-        draw.line(pts + pts[:1], fill=colour, width=width)
-    return img
+    from .metrics import rouge1_f
 
-
-def _thumb_uri(image_path: Path | None, pred_boxes, ref_boxes, size: int = 256) -> str:
-    from PIL import Image
-
-    from shards.report import jpeg_data_uri
-
-    img = None
-    if image_path is not None and image_path.is_file():
-        try:
-            img = Image.open(image_path).convert("RGB")
-        except OSError:
-            img = None
-    if img is None:
-        img = Image.new("RGB", (size, size), (200, 200, 200))
-    img.thumbnail((size, size))
-    draw_boxes(img, ref_boxes or [], (0, 200, 0))
-    draw_boxes(img, pred_boxes or [], (230, 0, 0))
-    return jpeg_data_uri(img, quality=80)
+    if "correct" in row:
+        result = "<span class='ok'>hit</span>" if row["correct"] else "<span class='bad'>miss</span>"
+        return result + (f"<br>IoU {row['iou']:.2f}" if "iou" in row else "")
+    if row["answer"] is None:
+        return "<span class='bad'>missing</span>"
+    return esc(f"R-1 {100 * rouge1_f(row['answer'], row['reference']):.1f}")
 
 
 def write_report(path: Path, metrics: dict, rows: list[dict], images_dir, n_examples: int = 20) -> None:
-    esc = html.escape
-    box_task = metrics["task"] in BOX_TASKS
-    parts = [("<!doctype html><html><head><meta charset='utf-8'><title>GeoChat evaluation</title><style>"
-             "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:4px;vertical-align:top}.ok{color:#080}.bad{color:#b00}</style></head><body>"),
-             f"<h1>GeoChat evaluation: {esc(metrics['task'])}</h1><pre>{esc(json.dumps(metrics, indent=2))}</pre>"]
-    if box_task:
+    """report.html: the metrics, then the first ``n_examples`` rows with their image (predicted boxes red,
+    reference boxes green), question, reference, answer and result; built with :mod:`rs_common.report_kit`."""
+    from rs_common import report_kit as kit
+
+    from .report import draw_grid_boxes, thumbnail
+
+    parts = [f"<pre>{kit.esc(json.dumps(metrics, indent=2))}</pre>"]
+    if metrics["task"] in BOX_TASKS:
         parts.append("<p>Boxes: <span style='color:#e00'>predicted (red)</span>, "
                      "<span style='color:#0a0'>reference (green)</span>.</p>")
-    parts.append("<table><tr><th>image</th><th>id</th><th>question</th><th>reference</th><th>answer</th>"
-                 "<th>result</th></tr>")
+    cells = []
     for row in rows[:n_examples]:
-        img_path = Path(images_dir) / row["image"] if images_dir and row.get("image") else None
-        thumb = _thumb_uri(img_path, row.get("pred_boxes"), row.get("ref_boxes"))
-        if "correct" in row:
-            result = "<span class='ok'>hit</span>" if row["correct"] else "<span class='bad'>miss</span>"
-            if "iou" in row:
-                result += f"<br>IoU {row['iou']:.2f}"
-        else:
-            from .metrics import rouge1_f
-            result = f"R-1 {100 * rouge1_f(row['answer'], row['reference']):.1f}" if row["answer"] is not None \
-                else "<span class='bad'>missing</span>"
-        answer = "<i>missing</i>" if row["answer"] is None else esc(row["answer"])
-        parts.append(f"<tr><td><img src='{thumb}'></td><td>{esc(row['id'])}</td>"
-                     f"<td>{esc(row['question'])}</td><td>{esc(row['reference'])}</td><td>{answer}</td>"
-                     f"<td>{result}</td></tr>")
-    parts.append("</table></body></html>")
-    path.write_text("\n".join(parts))
+        img = thumbnail(Path(images_dir) / row["image"] if images_dir and row.get("image") else None, 256)
+        draw_grid_boxes(img, row.get("ref_boxes"), (0, 200, 0))
+        draw_grid_boxes(img, row.get("pred_boxes"), (230, 0, 0))
+        answer = "<i>missing</i>" if row["answer"] is None else kit.esc(row["answer"])
+        cells.append([kit.img_tag(img, quality=80), kit.esc(row["id"]), kit.esc(row["question"]),
+                      kit.esc(row["reference"]), answer, _result_cell(row)])
+    parts.append(kit.table(["image", "id", "question", "reference", "answer", "result"], cells))
+    path.write_text(kit.html_page(f"GeoChat evaluation: {metrics['task']}", parts))
 
 
 def evaluate_geochat(cfg: EvalGeoChatConfig) -> dict[str, Any]:

@@ -47,8 +47,8 @@ import torch
 
 from clip_pretrain.models import TORCHSCRIPT_HELP
 from rs_common.config import ConfigError
-from vlm_finetune.interpolate import MODES, check_image_size, grid_side, interpolate_pos_embed
-from vlm_finetune.weights import read_json, read_weight_file, weight_files
+from rs_common.weights import read_json, read_weights
+from vlm_finetune.interpolate import MODES, grid_side, interpolate_pos_embed, resolve_image_size
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,10 @@ _LAYER_MAP = {
     "mlp.c_proj.bias": "mlp.fc2.bias",
 }
 _TOP_MAP = {
-    "conv1.weight": "embeddings.patch_embedding.weight",
-    "class_embedding": "embeddings.class_embedding",
+    "conv1.weight": "embeddings.patch_embedding.weight", "class_embedding": "embeddings.class_embedding",
     "positional_embedding": "embeddings.position_embedding.weight",
-    "ln_pre.weight": "pre_layrnorm.weight",
-    "ln_pre.bias": "pre_layrnorm.bias",
-    "ln_post.weight": "post_layernorm.weight",
-    "ln_post.bias": "post_layernorm.bias",
+    **{f"ln_pre.{p}": f"pre_layrnorm.{p}" for p in ("weight", "bias")},
+    **{f"ln_post.{p}": f"post_layernorm.{p}" for p in ("weight", "bias")},
 }
 _BLOCK_RE = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 _HF_LAYER_RE = re.compile(r"^encoder\.layers\.(\d+)\.(.+)$")
@@ -114,11 +111,10 @@ def check_model_config(model_name: str, image_size: int | None = None) -> None:
             f"{model_name}: its vision tower is a ResNet (ModifiedResNet), not a ViT; transformers' "
             "CLIPVisionModel (and GeoChat/LLaVA) take ViT towers only: export a ViT-* model"
         )
-    if image_size:
-        try:
-            check_image_size(int(image_size), int(vcfg["patch_size"]))
-        except ValueError as exc:
-            raise ExportError(f"{model_name}: {exc}") from None
+    try:
+        resolve_image_size(image_size, int(vcfg.get("image_size") or vcfg["patch_size"]), int(vcfg["patch_size"]))
+    except ValueError as exc:
+        raise ExportError(f"{model_name}: {exc}") from None
 
 
 def check_vit(visual: torch.nn.Module) -> None:
@@ -184,9 +180,8 @@ def hf_vision_config(visual: torch.nn.Module, image_size: int | None = None):
 
     check_vit(visual)
     patch = visual.patch_size[0]
-    size = int(image_size or visual.image_size[0])
     try:
-        check_image_size(size, patch)
+        size = resolve_image_size(image_size, visual.image_size[0], patch)
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     block = visual.transformer.resblocks[0]
@@ -305,19 +300,7 @@ def _read_json(path: Path) -> Any:
 def read_hf_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a transformers model folder (model.safetensors, pytorch_model.bin, or a sharded index of
     either) or of one weights file; an unreadable file is an ExportError naming it."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = weight_files(path, ExportError, required=False)
-        if not files:
-            raise ExportError(f"{path}: no model.safetensors or pytorch_model.bin (is it a transformers model folder?)")
-    else:
-        raise ExportError(f"{path}: no such transformers model folder or weights file")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(read_weight_file(f, ExportError))
-    return state
+    return read_weights(path, ExportError)
 
 
 def _vision_section(cfg: Any, path: Path) -> dict:
@@ -342,13 +325,15 @@ def hf_vision_to_open_clip(hf_dir: str | Path, image_size: int | None = None, mo
         if act:
             log.info("%s: hidden_act=%s (%s)", hf_dir, act, "build the open_clip model with force_quick_gelu=True"
                      if act == "quick_gelu" else "open_clip's default nn.GELU")
-    if image_size:
-        patch = out["conv1.weight"].shape[-1]
-        try:
-            grid = check_image_size(int(image_size), patch)
-        except ValueError as exc:
-            raise ExportError(str(exc)) from None
-        out["positional_embedding"] = interpolate_pos_embed(out["positional_embedding"], grid, mode, align_corners)
+    patch = out["conv1.weight"].shape[-1]
+    try:
+        native = grid_side(out["positional_embedding"].shape[0] - 1) * patch
+        size = resolve_image_size(image_size, native, patch)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if size != native:
+        out["positional_embedding"] = interpolate_pos_embed(out["positional_embedding"], size // patch, mode,
+                                                            align_corners)
     return out
 
 
@@ -473,7 +458,7 @@ def export_vision_tower(
         model_name = resolve_model(model_name, read_identity(checkpoint) if checkpoint else None, str(checkpoint or ""))
     except IdentityError as exc:
         raise ExportError(str(exc)) from None
-    check_model_config(model_name, image_size or None)
+    check_model_config(model_name, image_size)
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
         raise ExportError(f"--output {output}: exists and is not a folder")
@@ -482,7 +467,7 @@ def export_vision_tower(
     model = bundle.model.eval()
     visual = model.visual
     native = visual.image_size[0]
-    cfg, state = convert_visual(visual, image_size or native, mode=interpolation, align_corners=align_corners)
+    cfg, state = convert_visual(visual, image_size, mode=interpolation, align_corners=align_corners)
 
     hf = CLIPVisionModelWithProjection(cfg)
     missing, unexpected = hf.load_state_dict(state, strict=False)
@@ -566,7 +551,7 @@ class ExportConfig:
 
 def run_export(cfg: ExportConfig) -> Path:
     return export_vision_tower(
-        cfg.checkpoint or None, cfg.model or None, cfg.image_size or None, cfg.output, legacy_layout=cfg.legacy_layout,
+        cfg.checkpoint or None, cfg.model or None, cfg.image_size, cfg.output, legacy_layout=cfg.legacy_layout,
         interpolation=cfg.interpolation, align_corners=cfg.align_corners, force_quick_gelu=cfg.force_quick_gelu,
         legacy_position_ids=cfg.legacy_position_ids, allow_torchscript=cfg.allow_torchscript,
     )

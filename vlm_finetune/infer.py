@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rs_common.config import ConfigError
 from vlm_finetune.boxes import parse_boxes
-from vlm_finetune.evaluate import EvalError, answer_question, draw_boxes, load_for_inference
+from vlm_finetune.evaluate import EvalError, answer_question, load_for_inference
+from vlm_finetune.report import draw_grid_boxes
 
 
 @dataclass
@@ -67,7 +68,7 @@ def run_infer(cfg: InferConfig) -> dict:
     model, processor = load_for_inference(cfg.model, cfg.adapter or None, cfg.device)
     answer = answer_question(model, processor, image, cfg.prompt, cfg.max_new_tokens)
     parsed = parse_boxes(answer)
-    draw_boxes(image, parsed.boxes, (230, 0, 0), width=max(2, min(image.size) // 150)).save(out)
+    draw_grid_boxes(image, parsed.boxes, (230, 0, 0), width=max(2, min(image.size) // 150)).save(out)
     print(answer)
     return {"answer": answer, "boxes": [b.__dict__ for b in parsed.boxes], "n_malformed_boxes": parsed.n_malformed,
             "drawn": str(out)}

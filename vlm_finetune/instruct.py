@@ -1,7 +1,4 @@
-"""GeoChat instruction data: read/validate LLaVA-format json, and build it from stage-0 datasets.
-
-A record is ``{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", ...}]}``
-with ``image`` a path relative to an image root (the ``--images`` folder of fine-tuning).
+"""GeoChat instruction data: build LLaVA records (:mod:`rs_common.formats.llava_record`) from stage-0 datasets.
 
 :func:`build_instruct` turns the records of :func:`shards.readers.read_records` into single-turn samples, one per
 task that the record's annotations allow:
@@ -31,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rs_common.config import ConfigError
-from vlm_finetune.conversation import ConversationError, turn_texts
+from rs_common.formats.llava_record import make_record, read_records
 
 logger = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 VQA_SUFFIX = "Answer the question using a single word or phrase."
 CLS_SUFFIX = "Classify the image from the following classes. Answer in one word or a short phrase."
 TASKS = ("refer", "grounding", "identify", "region_caption", "count", "presence", "scene", "caption")
@@ -47,69 +43,14 @@ class InstructError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# reading / validating
+# reading / validating: the record format is rs_common.formats.llava_record's
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def validate_record(rec, index: int) -> None:
-    """Raise InstructError naming the record (``id`` and index) when ``rec`` is not a usable LLaVA record."""
-    name = f"record {index}" + (f" (id {rec.get('id')!r})" if isinstance(rec, dict) and "id" in rec else "")
-    if not isinstance(rec, dict):
-        raise InstructError(f"{name}: must be an object, got {type(rec).__name__}")
-    if not rec.get("image"):
-        raise InstructError(f"{name}: missing 'image' (a path relative to the image folder)")
-    if not isinstance(rec["image"], str):
-        raise InstructError(f"{name}: 'image' must be a path string, got {type(rec['image']).__name__}")
-    conv = rec.get("conversations")
-    if not isinstance(conv, list) or len(conv) < 2:
-        raise InstructError(f"{name}: 'conversations' must be a list of at least one human and one gpt turn")
-    for i, turn in enumerate(conv):
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise InstructError(f"{name}: turn {i} must be {{'from': ..., 'value': str}}")
-    if len(conv) % 2:
-        raise InstructError(f"{name}: {len(conv)} turns; the last human turn has no gpt answer")
-    try:
-        turn_texts(conv)
-    except ConversationError as exc:
-        raise InstructError(f"{name}: {exc}") from None
-    if IMAGE_TOKEN not in conv[0]["value"]:
-        raise InstructError(f"{name}: the first human turn has no {IMAGE_TOKEN!r}")
-    extra = sum(t["value"].count(IMAGE_TOKEN) for t in conv)
-    if extra != 1:
-        raise InstructError(f"{name}: {extra} {IMAGE_TOKEN!r} tokens; exactly one (in the first human turn) is allowed")
-
-
-def load_json_records(path, error: type[Exception] = None):
-    """The parsed content of a ``.json`` or ``.jsonl`` file; a missing or malformed file raises ``error`` naming it."""
-    error = error or InstructError
-    path = Path(path)
-    if path.is_dir():
-        raise error(f"data file {path} is a folder (expected a LLaVA-format .json or .jsonl file)")
-    if not path.is_file():
-        raise error(f"data file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not a UTF-8 json file ({exc.reason} at byte {exc.start})") from None
-    try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise error(f"{path}: not valid json: {exc}") from None
-
-
 def read_instruct_json(path) -> list[dict]:
-    """Load and validate a LLaVA-format json list (or jsonl); errors name the file, record index and id."""
-    data = load_json_records(path)
-    if not isinstance(data, list):
-        raise InstructError(f"{path}: the top level must be a list of records")
-    for i, rec in enumerate(data):
-        try:
-            validate_record(rec, i)
-        except InstructError as exc:
-            raise InstructError(f"{path}: {exc}") from None
-    return data
+    """Load and validate a LLaVA-format json list (or jsonl); errors (InstructError) name the file, record index
+    and id."""
+    return read_records(path, InstructError)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -184,9 +125,7 @@ def _box(obj, width, height):
 
 
 def _sample(rec_id: str, image: str, question: str, answer: str, task: str) -> dict:
-    return {"id": f"{rec_id}#{task}", "image": image, "task": task,
-            "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
-                              {"from": "gpt", "value": answer}]}
+    return make_record(f"{rec_id}#{task}", image, question, answer, task=task)
 
 
 def _image_size(record) -> tuple[int, int]:
@@ -344,14 +283,9 @@ def run_build_instruct(cfg: InstructConfig) -> dict:
 def write_instruct_report(records: list[dict], image_root: Path, path: Path, per_task: int = 3) -> Path:
     """A self-contained HTML page: for each task a few records, the image with every box of the conversation drawn
     (question boxes blue, answer boxes red) and the turns as text, so a person can check the boxes land."""
-    import html
-
-    from PIL import Image
-
-    from shards.report import jpeg_data_uri
-
+    from rs_common import report_kit as kit
     from vlm_finetune.boxes import parse_boxes
-    from vlm_finetune.evaluate import draw_boxes
+    from vlm_finetune.report import draw_grid_boxes, thumbnail
 
     by_task: dict[str, list[dict]] = {}
     for rec in records:
@@ -359,23 +293,15 @@ def write_instruct_report(records: list[dict], image_root: Path, path: Path, per
     cards = []
     for task, recs in sorted(by_task.items()):
         for rec in recs[:per_task]:
-            try:
-                img = Image.open(image_root / rec["image"]).convert("RGB")
-            except OSError:
-                img = Image.new("RGB", (256, 256), (200, 200, 200))
-            img.thumbnail((320, 320))
+            img = thumbnail(image_root / rec["image"], 320)
             turns = rec["conversations"]
-            draw_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == "human")).boxes, (40, 90, 230))
-            draw_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == "gpt")).boxes, (230, 30, 30))
-            text = "".join(f"<p><b>{html.escape(t['from'])}:</b> {html.escape(t['value'])}</p>" for t in turns)
-            cards.append(f'<div class="card"><img src="{jpeg_data_uri(img, quality=82)}">'
-                         f'<div><b>{html.escape(task)}</b> - {html.escape(str(rec.get("id", "")))}</div>{text}</div>')
-    counts = ", ".join(f"{html.escape(t)} {len(r)}" for t, r in sorted(by_task.items()))
-    path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>GeoChat instruction data</title>"
-        "<style>body{font-family:sans-serif;margin:20px}.card{display:inline-block;vertical-align:top;width:340px;"
-        "margin:8px;padding:8px;border:1px solid #ccc;font-size:13px}</style>"
-        f"<h1>GeoChat instruction data</h1><p>{len(records)} records: {counts}. Boxes from the question in blue, "
-        f"from the answer in red (0-100 grid, see vlm_finetune/boxes.py).</p>{''.join(cards)}"
-    )
+            for who, colour in (("human", (40, 90, 230)), ("gpt", (230, 30, 30))):
+                draw_grid_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == who)).boxes, colour)
+            text = "".join(f"<p><b>{kit.esc(t['from'])}:</b> {kit.esc(t['value'])}</p>" for t in turns)
+            cards.append(kit.card(kit.img_tag(img, quality=82),
+                                  f"<div><b>{kit.esc(task)}</b> - {kit.esc(rec.get('id', ''))}</div>", text))
+    counts = ", ".join(f"{kit.esc(t)} {len(r)}" for t, r in sorted(by_task.items()))
+    intro = (f"<p>{len(records)} records: {counts}. Boxes from the question in blue, from the answer in red "
+             "(0-100 grid, see vlm_finetune/boxes.py).</p>")
+    path.write_text(kit.html_page("GeoChat instruction data", [intro, kit.grid(cards)]))
     return path

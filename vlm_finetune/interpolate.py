@@ -51,6 +51,15 @@ def check_image_size(image_size: int, patch_size: int) -> int:
     return image_size // patch_size
 
 
+def resolve_image_size(requested: int | None, native: int, patch_size: int) -> int:
+    """The image size policy of every stage-two tool: ``requested`` None or 0 means the model's own size
+    (``native``); any other size must be a positive multiple of the patch size (:func:`check_image_size`, a
+    ValueError naming the nearest valid sizes), e.g. GeoChat's 504 px for a patch-14 tower."""
+    size = int(requested or native)
+    check_image_size(size, int(patch_size))
+    return size
+
+
 def interpolate_pos_embed(
     pos: torch.Tensor,
     new_grid: int,

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from rs_common.config import ConfigError, to_dict
+from vlm_finetune.data import FinetuneError
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +100,6 @@ class FinetuneConfig:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-
-class FinetuneError(ValueError):
-    """A fine-tuning setup problem the user can fix."""
 
 
 def lora_target_names(model) -> list[str]:
@@ -246,9 +243,8 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks) -> dict:
     from vlm_finetune.geochat import load_geochat, save_geochat
 
     bf16 = use_bf16(cfg)
-    model, processor = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
-    if processor is None or not hasattr(processor, "tokenizer"):
-        raise FinetuneError(f"{cfg.model} has no LlavaProcessor (tokenizer + image processor); convert_geochat writes one")
+    chat = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    model, processor = chat.model, chat.require_processor(cfg.model, FinetuneError, "; convert_geochat writes one")
     dataset = GeoChatDataset(screened, cfg.images, processor, max_length=cfg.max_length,
                              image_seq_length=model.config.image_seq_length, pad_to_square=cfg.pad_to_square)
     if len(dataset) == 0:

@@ -21,20 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from clip_pretrain.evaluate.retrieval import (
-    MODEL_HELP,
-    EvalError,
-    check_model_inputs,
-    check_output_dir,
-    encode_images,
-    encode_texts,
-    load_bundle,
-    resolve_device,
-)
+from clip_pretrain.evaluate.common import MODEL_HELP, EvalError, check_model_inputs, check_output_dir, load_bundle
+from clip_pretrain.evaluate.embedding import encode_images, encode_texts, resolve_device
 from clip_pretrain.models import TORCHSCRIPT_HELP
 from rs_common.config import ConfigError, to_dict
-from shards.readers._common import list_images
-from shards.writer import atomic_write_json
+from rs_common.files import atomic_write_json, list_images
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
 
+from rs_common.errors import LayoutError
+from rs_common.files import IMAGE_EXTENSIONS, absolute, is_under
+from rs_common.formats.shard_sample import BUILD_MARKER, MANIFEST, is_build_manifest
 from shards.build_config import BuildConfig
 from shards.readers import captions, coco, dota, folders, masks, voc
-from shards.readers._common import IMAGE_EXTENSIONS, absolute, is_hidden, is_under, record_issue
-from shards.record import DatasetIssue, LayoutError, Record
-from shards.writer import BUILD_MARKER, MANIFEST, is_build_manifest
+from shards.readers._common import is_hidden, record_issue
+from shards.record import DatasetIssue, Record
 
 FORMATS = ("coco", "dota", "voc", "mask", "captions", "folders")
 

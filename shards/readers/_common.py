@@ -1,4 +1,4 @@
-"""Helpers shared by the readers: file listing, paths, issue messages, json loading, box maths.
+"""Helpers shared by the readers: paths, issue messages, box maths (file listing and json loading: ``rs_common.files``).
 
 Nothing here decodes or even stats an image: listing a folder once is cheap, opening 100k images in
 the reader would not be (the build's workers do that, in parallel).
@@ -6,43 +6,17 @@ the reader would not be (the build's workers do that, in parallel).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shards.record import AnnotationError, Issue, Record
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+from rs_common.files import list_files, rel_posix
+from shards.record import Issue, Record
 
 
 # ---------------------------------------------------------------- files and paths
-
-
-def is_image_file(path: Path) -> bool:
-    """True for a file name with an image extension (case-insensitive); does not touch the disk."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def absolute(path: Path) -> Path:
-    """Absolute path without resolving symlinks (datasets are often linked in from elsewhere)."""
-    return Path(os.path.abspath(path))
-
-
-def rel_posix(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` as a posix string (with ``..`` when it is not under ``root``; never absolute,
-    so keys and shard JSON never carry a machine's paths)."""
-    return Path(os.path.relpath(absolute(path), absolute(root))).as_posix()
-
-
-def is_under(path: Path, root: Path) -> bool:
-    """True when ``path`` lies in ``root`` after normalising ``..`` (symlinks are not resolved: a dataset whose
-    folders are links to elsewhere is still one dataset)."""
-    rel = os.path.relpath(absolute(path), absolute(root))
-    return rel != ".." and not rel.startswith("../") and not os.path.isabs(rel)
 
 
 def is_hidden(path: Path, root: Path) -> bool:
@@ -58,53 +32,6 @@ def rel_stem(path: Path, root: Path) -> str:
     return f"{head}/{stem}" if head else stem
 
 
-def walk(folder: Path, hidden: bool = True,
-         seen: set[tuple[int, int]] | None = None) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """``os.walk(folder, followlinks=True)`` that enters every real folder once.
-
-    Links are followed (datasets are often assembled from links), but a folder reached a second time - a link
-    loop, or two links to one folder - is not entered again, so a loop can neither hang the listing nor list
-    one image many times. Pass one ``seen`` set to several walks to share that across them. ``hidden=False``
-    also skips entries whose name starts with a dot. Sub-folder names come sorted; prune ``dirnames`` in place
-    as with os.walk."""
-    seen = set() if seen is None else seen
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        try:
-            here = real_id(Path(dirpath))
-        except OSError:
-            dirnames[:] = []
-            continue
-        if here in seen:
-            dirnames[:] = []
-            continue
-        seen.add(here)
-        dirnames[:] = sorted(d for d in dirnames if hidden or not d.startswith("."))
-        yield Path(dirpath), dirnames, [f for f in filenames if hidden or not f.startswith(".")]
-
-
-def list_files(folder: Path, keep: Callable[[Path], bool] = lambda p: True, hidden: bool = False,
-               seen: set[tuple[int, int]] | None = None) -> list[Path]:
-    """Every file under ``folder`` (recursive, following links, each real folder once - see ``walk``) that
-    ``keep`` accepts, sorted by relative path so every reader's order is deterministic. Hidden entries (names
-    starting with a dot) are left out unless ``hidden``: the readers list them and the build counts them
-    (``hidden_file``)."""
-    found: list[Path] = []
-    for base, _, filenames in walk(folder, hidden, seen):
-        found.extend(base / name for name in filenames if keep(base / name))
-    return sorted(found, key=lambda p: rel_posix(p, folder))
-
-
-def list_images(folder: Path, hidden: bool = False, seen: set[tuple[int, int]] | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by relative path; [] when it does not exist."""
-    return list_files(folder, is_image_file, hidden, seen) if folder.is_dir() else []
-
-
-def real_id(folder: Path) -> tuple[int, int]:
-    """(device, inode) of a folder: what ``walk``'s ``seen`` holds."""
-    st = os.stat(folder)
-    return st.st_dev, st.st_ino
-
-
 def list_with_suffix(folder: Path, suffix: str, hidden: bool = False) -> list[Path]:
     """Files under ``folder`` (recursive) whose extension is ``suffix`` (any case); [] when it does not exist."""
     return list_files(folder, lambda p: p.suffix.lower() == suffix, hidden) if folder.is_dir() else []
@@ -116,14 +43,6 @@ def index_by_rel_stem(files: Iterable[Path], root: Path) -> dict[str, Path]:
     for path in files:
         index.setdefault(rel_stem(path, root), path)
     return index
-
-
-def first_existing_dir(root: Path, names: Sequence[str]) -> Path | None:
-    """The first ``root/name`` that is a directory, or None."""
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    return None
 
 
 # ---------------------------------------------------------------- issues
@@ -161,20 +80,6 @@ def sort_records(records: list[Record]) -> list[Record]:
     records.sort(key=lambda r: r.rel_path)
     mark_duplicate_rel_paths(records)
     return records
-
-
-# ---------------------------------------------------------------- json
-
-
-def load_json_file(path: Path) -> Any:
-    """Parse a whole-dataset json; an unreadable or invalid file is fatal (AnnotationError with the line)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(path, None, f"cannot read: {exc}") from None
 
 
 # ---------------------------------------------------------------- numbers and boxes

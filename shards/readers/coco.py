@@ -18,22 +18,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rs_common.errors import AnnotationError, LayoutError
+from rs_common.files import absolute, first_existing_dir, load_json_file, rel_posix
 from shards.build_config import BuildConfig
 from shards.readers._common import (
-    absolute,
     box_problem,
-    first_existing_dir,
-    load_json_file,
     located,
     object_issue,
     parse_floats,
     parse_number,
     record_issue,
-    rel_posix,
     sort_records,
 )
 from shards.readers.classes import ClassPolicy, class_policy
-from shards.record import AnnotationError, DatasetIssue, Issue, LayoutError, ObjectAnn, Record
+from shards.record import DatasetIssue, Issue, ObjectAnn, Record
 
 
 def check_layout(root: Path) -> None:
@@ -224,7 +222,6 @@ def broken_entry_record(entry: Any, index: int, json_path: Path, data_root: Path
     message = f"images[{index}] needs 'id' and 'file_name', got {repr(entry)[:200]}"
     record.issues.append(record_issue("malformed_annotation", json_path, None, message))
     return record
-
 
 
 def as_int(value: Any) -> int | None:

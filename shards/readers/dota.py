@@ -12,23 +12,22 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from rs_common.errors import LayoutError
+from rs_common.files import absolute, list_images, rel_posix
 from shards.build_config import BuildConfig
 from shards.readers._common import (
-    absolute,
     box_problem,
     hbb_of_points,
-    list_images,
     list_with_suffix,
     object_issue,
     parse_floats,
     parse_int,
     record_issue,
-    rel_posix,
     rel_stem,
     sort_records,
 )
 from shards.readers.classes import DOTA_CLASSES, ClassPolicy, class_policy, unknown_class_message
-from shards.record import Issue, LayoutError, ObjectAnn, Record
+from shards.record import Issue, ObjectAnn, Record
 
 HEADER_KEYS = ("imagesource", "gsd")
 LINE_FORMAT = "expected 8 coordinates + class [+ difficult]"

@@ -10,10 +10,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from rs_common.errors import LayoutError
+from rs_common.files import absolute, list_images
+from rs_common.formats.karpathy import caption_json_files, is_caption_set, iter_entries
 from shards.build_config import BuildConfig
-from shards.readers._common import absolute, list_images
-from shards.readers.captions import caption_json_files, is_caption_set, iter_entries
-from shards.record import LayoutError
 
 
 def iter_eval_images(path: Path, cfg: BuildConfig) -> Iterator[tuple[Path, Path]]:

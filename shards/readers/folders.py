@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from rs_common.errors import LayoutError
+from rs_common.files import absolute, list_images, real_id, rel_posix
 from shards.build_config import BuildConfig
-from shards.readers._common import absolute, list_images, real_id, rel_posix, sort_records
+from shards.readers._common import sort_records
 from shards.readers.classes import class_policy, readable_class_name
-from shards.record import LayoutError, Record
+from shards.record import Record
 
 
 def class_folders(root: Path) -> list[Path]:

@@ -16,11 +16,13 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image
 
-from shards.build_config import BuildConfig
 from rs_common.config import ConfigError
+from rs_common.errors import LayoutError
+from rs_common.files import absolute, list_images, rel_posix, walk
+from shards.build_config import BuildConfig
 from shards.m2b import MaskKey
-from shards.readers._common import absolute, index_by_rel_stem, list_images, record_issue, rel_posix, sort_records, walk
-from shards.record import LayoutError, Record
+from shards.readers._common import index_by_rel_stem, record_issue, sort_records
+from shards.record import Record
 
 DIR_PAIRS = (("img_dir", "ann_dir"), ("images", "masks"), ("images_png", "masks_png"))
 

@@ -21,24 +21,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rs_common.errors import LayoutError
+from rs_common.files import absolute, list_images, rel_posix
 from shards.build_config import BuildConfig
 from shards.readers._common import (
-    absolute,
     box_problem,
     hbb_of_points,
-    list_images,
     list_with_suffix,
     object_issue,
     parse_floats,
     parse_number,
     record_issue,
-    rel_posix,
     rel_stem,
     rotated_box_corners,
     sort_records,
 )
 from shards.readers.classes import DIOR_CLASSES, HRSC_CLASSES, VOC_CLASSES, ClassPolicy, class_policy, unknown_class_message
-from shards.record import Issue, LayoutError, ObjectAnn, Record
+from shards.record import Issue, ObjectAnn, Record
 
 IMAGE_DIRS = ("JPEGImages", "JPEGImages-trainval", "JPEGImages-test", "images", "AllImages")
 DIOR_BOX_FOLDER = re.compile(r"bounding boxes", re.IGNORECASE)

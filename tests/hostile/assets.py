@@ -39,7 +39,7 @@ class Assets:
 
     def _make_shards(self, path: Path) -> None:
         """64 decodable samples in 2 shards, sizes.json, as a finished build would leave them."""
-        from tests.tiny_shards import write_tiny_shards
+        from synthetic.tiny_shards import write_tiny_shards
 
         write_tiny_shards(path, n=64, shard_size=32)
 
@@ -74,10 +74,10 @@ class Assets:
         instruction json of 4 records about them in ``path.parent / 'geochat_data'``."""
         import clip_pretrain  # noqa: F401 - registers rs-tiny
         from tests.hostile import files as f
-        from vlm_finetune.conversation import SYSTEM
+        from rs_common.formats.conversation import SYSTEM
         from vlm_finetune.export import export_vision_tower
         from vlm_finetune.geochat import assemble_geochat, save_geochat
-        from vlm_finetune.tiny import word_vocab, write_tiny_llm
+        from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
         work = path.parent / "geochat_build"
         records = [{"id": f"r{i}", "image": f"images/{i}.png", "task": "scene",

@@ -45,7 +45,7 @@ def summary(ws: Path) -> dict:
 
 
 def _all_corrupt(ws: Path) -> list[str]:
-    from tests.tiny_shards import write_tiny_shards
+    from synthetic.tiny_shards import write_tiny_shards
 
     write_tiny_shards(ws / "in" / "shards", n=32, shard_size=32, corrupt=tuple(range(32)))
     return argv(ws)
@@ -53,7 +53,7 @@ def _all_corrupt(ws: Path) -> list[str]:
 
 def _caption_extension(ws: Path) -> list[str]:
     from shards.writer import write_shard
-    from tests.tiny_shards import sample_members
+    from synthetic.tiny_shards import sample_members
 
     out = ws / "in" / "shards"
     out.mkdir(parents=True)
@@ -72,7 +72,7 @@ def _cut_shard(ws: Path, keep: float) -> list[str]:
 
 
 def _unfinished(ws: Path) -> list[str]:
-    from shards.writer import BUILD_MARKER
+    from rs_common.formats.shard_sample import BUILD_MARKER
 
     (shards(ws) / BUILD_MARKER).write_text("{}")
     return argv(ws)
@@ -87,7 +87,7 @@ def _sizes_lie(ws: Path) -> list[str]:
 
 
 def _some_corrupt(ws: Path) -> list[str]:
-    from tests.tiny_shards import write_tiny_shards
+    from synthetic.tiny_shards import write_tiny_shards
 
     write_tiny_shards(ws / "in" / "shards", n=64, shard_size=32, corrupt=(3, 40))
     return argv(ws, "--max-steps", "7")

@@ -1,6 +1,6 @@
 """Weights and json files of model folders, read safely and checked cheaply, with one-line errors that name the file.
 
-Every stage-two tool reads transformers folders (a GeoChat, a CLIP vision tower, a language model, a LoRA adapter)
+Every stage-two tool (and, later, stage one) reads transformers folders (a GeoChat, a CLIP vision tower, a language model, a LoRA adapter)
 whose files may be empty, truncated by a failed copy, or not what their name says. transformers and safetensors then
 raise long multi-line errors (or an IndexError) from deep inside their loaders. The helpers here check the files
 first, cheaply (a safetensors header and size, a zip's central directory; no tensor is read), and turn any problem
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from clip_pretrain.models import first_line  # one rule for every loader's one-line errors
+from rs_common.errors import first_line  # one rule for every loader's one-line errors
 
 # the weights of a transformers folder, in the order transformers tries them
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -123,4 +123,24 @@ def read_weight_file(path: str | Path, error: type[Exception]) -> dict[str, torc
                     f"({reason if reason.startswith('it holds') else 'truncated or corrupt? ' + reason})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise error(f"{path}: holds no flat dict of tensors")
+    return state
+
+
+def read_weights(path: str | Path, error: type[Exception]) -> dict[str, torch.Tensor]:
+    """Every tensor of a transformers model folder (``model.safetensors``, ``pytorch_model.bin`` or the shards of
+    an index of either) or of one weights file, on CPU, each file checked first (:func:`read_weight_file`). A
+    missing path, a folder without weights or an unreadable file is ``error`` naming it."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = weight_files(path, error, required=False)
+        if not files:
+            raise error(f"{path}: no weights ({', '.join(WEIGHT_FILES)} or a sharded index "
+                        f"{' / '.join(WEIGHT_INDEXES)}); is it a transformers model folder?")
+    else:
+        raise error(f"{path}: no such transformers model folder or weights file")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(read_weight_file(f, error))
     return state

@@ -1,15 +1,17 @@
-"""Tiny stage-0-format shards written directly (no build), for fast stage-1 tests."""
+"""Tiny stage-0-format shards written directly (no build), for fast stage-1 tests and the GPU training bench."""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from shards.writer import SHARD_PATTERN, atomic_write_json, write_shard
+from rs_common.files import atomic_write_json
+from rs_common.formats import shard_sample
+from rs_common.formats.shard_sample import SHARD_PATTERN, SIZES
+from shards.writer import write_shard
+from synthetic.drawing import encode
+from synthetic.faults import CORRUPT_JPEG
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40)}
 
@@ -19,11 +21,9 @@ def sample_members(i: int, size: int = 48, seed: int = 0) -> dict[str, bytes]:
     name = list(COLOURS)[i % len(COLOURS)]
     rng = np.random.default_rng(seed * 100_003 + i)
     pixels = np.clip(np.array(COLOURS[name]) + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
     captions = [f"a {name} field, tile #{i}.", f"an aerial photo of {name} ground, tile #{i}.", f"{name} area, tile #{i}.",
                 f"a satellite image that is mostly {name}, tile #{i}.", f"there is {name} land, tile #{i}."]
-    return {"jpg": buf.getvalue(), "txt": captions[0].encode(), "json": json.dumps({"captions": captions}).encode()}
+    return shard_sample.sample_members(encode("sample.jpg", pixels, quality=90), captions[0], {"captions": captions})
 
 
 def write_tiny_shards(out: Path, n: int = 96, shard_size: int = 32, size: int = 48, corrupt: tuple[int, ...] = ()) -> Path:
@@ -35,9 +35,9 @@ def write_tiny_shards(out: Path, n: int = 96, shard_size: int = 32, size: int = 
         for i in range(start, min(n, start + shard_size)):
             members = sample_members(i, size)
             if i in corrupt:
-                members["jpg"] = b"\xff\xd8 not a jpeg"
+                members["jpg"] = CORRUPT_JPEG
             samples.append((f"tiny__{i:06d}", members))
         write_shard(out / SHARD_PATTERN.format(s), samples)
         sizes[SHARD_PATTERN.format(s)] = len(samples)
-    atomic_write_json(out / "sizes.json", sizes)
+    atomic_write_json(out / SIZES, sizes)
     return out

@@ -1,4 +1,7 @@
-"""GeoChat's conversation template (LLaVA's ``vicuna_v1``) and loss masking.
+"""The vicuna_v1 conversation template (LLaVA-1.5 / GeoChat): the one owner of every prompt, and loss masking.
+
+Every vicuna_v1 prompt of the toolkit (fine-tuning, evaluation, inference, demos) is built here: :func:`build_prompt`
+for text, :func:`generation_prompt` for one question about one image, :func:`tokenize_with_labels` for training ids.
 
 LLaVA's ``conv_vicuna_v1`` is ``SeparatorStyle.TWO`` with ``sep=" "``, ``sep2="</s>"``, roles ``USER``/``ASSISTANT``:
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+IMAGE_TOKEN = "<image>"  # the image placeholder of LLaVA records and prompts
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 ROLES = ("USER", "ASSISTANT")
@@ -53,15 +57,24 @@ def build_prompt(turns: Sequence, system: str = SYSTEM, add_generation_prompt: b
     msgs = turn_texts(turns)
     if add_generation_prompt and len(msgs) % 2 == 1:
         msgs = [*msgs, None]
+    return render(msgs, system)
+
+
+def render(messages: Sequence[str | None], system: str | None = SYSTEM) -> str:
+    """The template itself: ``system + " "`` (when given), then per message ``ROLE: message`` + its separator
+    (``" "`` after a user turn, ``"</s>"`` after an assistant one), or ``ROLE:`` for an empty one."""
     seps = (SEP, SEP2)
-    ret = system + SEP
-    for i, message in enumerate(msgs):
+    ret = system + SEP if system is not None else ""
+    for i, message in enumerate(messages):
         role = ROLES[i % 2]
-        if message:
-            ret += role + ": " + message + seps[i % 2]
-        else:
-            ret += role + ":"
+        ret += role + ": " + message + seps[i % 2] if message else role + ":"
     return ret
+
+
+def generation_prompt(question: str, system: str = SYSTEM, image: bool = True) -> str:
+    """The single-turn prompt that asks for an answer to ``question`` (about one image when ``image``):
+    ``SYSTEM USER: <image>\nquestion ASSISTANT:``."""
+    return build_prompt([f"{IMAGE_TOKEN}\n{question}" if image else question], system, add_generation_prompt=True)
 
 
 def _encode(tokenizer, text: str, image_token: str, image_id: int, image_tokens: int) -> list[int]:
@@ -75,7 +88,7 @@ def _encode(tokenizer, text: str, image_token: str, image_id: int, image_tokens:
     return ids
 
 
-def tokenize_with_labels(turns: Sequence, tokenizer, image_token: str = "<image>", image_tokens: int = 1,
+def tokenize_with_labels(turns: Sequence, tokenizer, image_token: str = IMAGE_TOKEN, image_tokens: int = 1,
                          system: str = SYSTEM, add_bos: bool = True) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)`` of the vicuna_v1 prompt of ``turns``; labels are ``-100`` everywhere except the
     assistant answer tokens and the ``</s>`` closing each answer.
@@ -104,7 +117,7 @@ def tokenize_with_labels(turns: Sequence, tokenizer, image_token: str = "<image>
             raise ConversationError(f"turn {r} (human) is empty")
         if image_token in "".join(m for m in msgs[r + 1:r + 2] if m):
             raise ConversationError(f"turn {r + 1} (gpt) holds {image_token!r}; images go in human turns")
-        prefix = (system + SEP if r == 0 else "") + f"{ROLES[0]}: {question}{SEP}{ROLES[1]}:"
+        prefix = render([question, None], system if r == 0 else None)  # [SYSTEM ]USER: q ASSISTANT:
         piece = _encode(tokenizer, prefix, image_token, image_id, image_tokens)
         ids.extend(piece)
         labels.extend([IGNORE_INDEX] * len(piece))
