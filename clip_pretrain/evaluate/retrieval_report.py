@@ -1,6 +1,6 @@
 """The retrieval evaluation's ``report.html``: a few text queries with their top images and image queries with their
 top captions, hits marked, ranks of the true matches (ties shown as ranges). Self-contained: thumbnails are inlined
-as base64 JPEGs (``rs_common.report_kit.jpeg_data_uri``)."""
+as base64 JPEGs; the page shell and style are the report kit's (``rs_common.report_kit``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from clip_pretrain.evaluate.eval_sets import EvalItem, load_rgb
-from rs_common.report_kit import jpeg_data_uri
+from rs_common.report_kit import html_page, jpeg_data_uri
+
+# what this report adds to the kit's page style: hit/miss outlines on thumbnails and captions
+CSS = (".hit{outline:4px solid #1a9850}.miss{outline:2px solid #ddd}.cell{display:inline-block;margin:4px;"
+       "text-align:center;font-size:11px;width:120px;overflow-wrap:anywhere}.cap{padding:3px 6px;margin:2px 0;"
+       "text-align:left}.cap.hit{background:#d9f0d3;outline:none}.noimg{width:112px;height:112px;background:#eee}"
+       "img{max-width:112px}")
 
 
 def _topk_small(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,13 +71,7 @@ def write_report(path: Path, metrics: dict, image_emb: np.ndarray, text_emb: np.
     rows = ["<tr>" + "".join(f"<th>{esc(k)}</th>" for k in metrics if "R@" in k or k == "mean_recall") + "</tr>",
             "<tr>" + "".join(f"<td>{metrics[k]:.2f}</td>" for k in metrics if "R@" in k or k == "mean_recall") + "</tr>"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>Retrieval report</title><style>",
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;"
-        "vertical-align:top}.hit{outline:4px solid #1a9850}.miss{outline:2px solid #ddd}.cell{display:inline-block;"
-        "margin:4px;text-align:center;font-size:11px;width:120px;overflow-wrap:anywhere}.cap{padding:3px 6px;margin:2px 0}"
-        ".cap.hit{background:#d9f0d3;outline:none}.noimg{width:112px;height:112px;background:#eee}img{max-width:112px}",
-        "</style></head><body>",
-        f"<h1>Retrieval report</h1><p>model <b>{esc(str(metrics.get('model')))}</b>, weights "
+        f"<p>model <b>{esc(str(metrics.get('model')))}</b>, weights "
         f"<b class='source'>{esc(weights)}</b>; {metrics['n_images']} images, {metrics['n_texts']} texts; "
         f"eval set {esc(str(metrics.get('eval_set', {}).get('source')))}</p>",
         "<table>" + "".join(rows) + "</table>",
@@ -103,5 +103,5 @@ def write_report(path: Path, metrics: dict, image_emb: np.ndarray, text_emb: np.
             rank = f"best caption at rank {rank_of(text_emb @ image_emb[i], own)}" if len(own) else "no captions"
             parts.append(f"<tr><td class='cell'>{thumb(i)}<br>{esc(items[i].key)}<br><small>{rank}</small></td>"
                          f"<td>{''.join(caps)}</td></tr>")
-    parts.append("</table></body></html>")
-    path.write_text("\n".join(parts), encoding="utf-8")
+    parts.append("</table>")
+    path.write_text(html_page("Retrieval report", ["\n".join(parts)], extra_css=CSS), encoding="utf-8")
