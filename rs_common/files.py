@@ -130,3 +130,11 @@ def load_json_file(path: Path) -> Any:
         raise AnnotationError(path, exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotationError(path, None, f"cannot read: {exc}") from None
+
+
+def check_output_folder(output: str | Path, error: type[Exception] = ValueError) -> Path:
+    """``output`` as a Path, checked before any model is loaded: an existing file there (not a folder) is ``error``."""
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise error(f"--output {out}: exists and is not a folder")
+    return out

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_common.config import ConfigError
+from rs_common.files import check_output_folder
 from rs_common.formats.conversation import generation_prompt
 from rs_common.formats.llava_record import json_lines, load_json_records, read_text_file, strip_image_token
 
@@ -169,18 +170,15 @@ def check_images(records: list[dict], images_dir) -> None:
 
 
 def check_output_dir(path) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise EvalError(f"--output {out}: exists and is not a folder")
-    return out
+    return check_output_folder(path, EvalError)
 
 
 def check_device(device: str) -> None:
-    """CUDA asked for on a machine without it: an EvalError before the model is loaded."""
-    import torch
+    """A device name torch does not know, or CUDA asked for on a machine without it: an EvalError before the model
+    is loaded."""
+    from rs_common.torch_env import resolve_device  # torch only once a model is about to be loaded
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError(f"device {device!r} asked for, but CUDA is not available here (use --device cpu)")
+    resolve_device(device, EvalError)
 
 
 def check_adapter_dir(adapter) -> Path:

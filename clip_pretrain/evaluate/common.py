@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from rs_common.files import check_output_folder
+
 
 class EvalError(ValueError):
     """A bad evaluation input (path, split, embeddings); the message names it and says what to do."""
@@ -36,10 +38,7 @@ def load_bundle(model: str, checkpoint: str | None, device: torch.device, init_s
 
 def check_output_dir(output: str | Path) -> Path:
     """The output folder as a Path; an existing file there is an EvalError (before any model is loaded)."""
-    out = Path(output).expanduser()
-    if out.exists() and not out.is_dir():
-        raise EvalError(f"--output {out}: exists and is not a folder")
-    return out
+    return check_output_folder(output, EvalError)
 
 
 def check_model_inputs(model: str, checkpoint: str | None) -> str:

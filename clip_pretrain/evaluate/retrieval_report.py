@@ -4,14 +4,13 @@ as base64 JPEGs; the page shell and style are the report kit's (``rs_common.repo
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from clip_pretrain.evaluate.eval_sets import EvalItem, load_rgb
-from rs_common.report_kit import html_page, jpeg_data_uri
+from rs_common.report_kit import esc as kit_esc, html_page, jpeg_data_uri
 
 # what this report adds to the kit's page style: hit/miss outlines on thumbnails and captions
 CSS = (".hit{outline:4px solid #1a9850}.miss{outline:2px solid #ddd}.cell{display:inline-block;margin:4px;"
@@ -58,7 +57,7 @@ def write_report(path: Path, metrics: dict, image_emb: np.ndarray, text_emb: np.
         uri = thumbs[i]
         return f'<img src="{uri}" alt="">' if uri else '<div class="noimg">?</div>'
 
-    esc = html.escape
+    esc = kit_esc
     weights = metrics.get("model_source") or metrics.get("checkpoint") or "random init"
 
     def rank_of(row: np.ndarray, positives: np.ndarray) -> str:
