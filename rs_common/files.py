@@ -57,6 +57,14 @@ def rel_posix(path: Path, root: Path) -> str:
     return Path(os.path.relpath(absolute(path), absolute(root))).as_posix()
 
 
+def rel_stem(path: Path, root: Path) -> str:
+    """Relative posix path without the extension: the key that pairs an image with its annotation file."""
+    rel = rel_posix(path, root)
+    head, _, name = rel.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{head}/{stem}" if head else stem
+
+
 def is_under(path: Path, root: Path) -> bool:
     """True when ``path`` lies in ``root`` after normalising ``..`` (symlinks are not resolved: a dataset whose
     folders are links to elsewhere is still one dataset)."""

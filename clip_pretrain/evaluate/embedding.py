@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from clip_pretrain.evaluate.common import EvalError
 from clip_pretrain.evaluate.eval_sets import EvalItem, EvalSet, load_rgb
@@ -77,8 +78,10 @@ def encode_images(
     device: str | torch.device = "cpu",
     batch_size: int = 64,
     workers: int = 0,
+    progress: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Counter]:
     """Embed images in batches (no_grad, eval mode, fp16 autocast on CUDA); unreadable ones are skipped.
+    ``progress``: the label of a tqdm bar over the batches (shown on a terminal only).
 
     Returns ``(emb, kept, skipped)``: float32 unit rows for the images that decoded, in input order;
     ``kept`` the indices of those images in ``items``; ``skipped`` a Counter of reasons.
@@ -92,7 +95,7 @@ def encode_images(
     kept: list[int] = []
     skipped: Counter = Counter()
     with eval_mode(model), torch.no_grad(), eval_autocast(device):
-        for batch in loader:
+        for batch in tqdm(loader, desc=progress, unit="batch", disable=None if progress else True):
             good = [(i, x) for i, x, reason, msg in batch if x is not None]
             for _, x, reason, msg in batch:
                 if x is None:

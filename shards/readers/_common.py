@@ -7,12 +7,12 @@ the reader would not be (the build's workers do that, in parallel).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rs_common.files import list_files, rel_posix
+from rs_common.files import list_files, rel_posix, rel_stem
+from rs_common.formats.numbers import INT_TEXT, NUMBER_TEXT
 from shards.record import Issue, Record
 
 
@@ -22,14 +22,6 @@ from shards.record import Issue, Record
 def is_hidden(path: Path, root: Path) -> bool:
     """True when a component of ``path`` below ``root`` starts with a dot (``.ipynb_checkpoints/``, macOS ``._x.jpg``)."""
     return any(part.startswith(".") and part not in (".", "..") for part in Path(rel_posix(path, root)).parts)
-
-
-def rel_stem(path: Path, root: Path) -> str:
-    """Relative posix path without the extension: the key that pairs an image with its annotation."""
-    rel = rel_posix(path, root)
-    head, _, name = rel.rpartition("/")
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    return f"{head}/{stem}" if head else stem
 
 
 def list_with_suffix(folder: Path, suffix: str, hidden: bool = False) -> list[Path]:
@@ -85,10 +77,8 @@ def sort_records(records: list[Record]) -> list[Record]:
 # ---------------------------------------------------------------- numbers and boxes
 
 
-# A number as annotation files write it. Python's float() also takes "1_0" (= 10) and surrounding blanks; a
-# label line "1_0 5 ..." is a typo, not a ten. NaN/inf are let through here and reported by ``box_problem``.
-NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
-INT_TEXT = re.compile(r"[+-]?\d+")
+# NUMBER_TEXT / INT_TEXT: a number as annotation files write it (rs_common.formats.numbers); NaN/inf are let through
+# there and reported by ``box_problem``.
 
 
 def parse_number(value: Any) -> float | None:
