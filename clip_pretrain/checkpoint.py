@@ -27,8 +27,8 @@ STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 # Settings that decide how a run continues (the schedule, the data order, what a step means). A resume with any
 # of them changed is refused unless --resume-force; workers, output, intervals, device, reporting do not count.
 # The schedule settings and the tower locks count too (a changed lock changes which parameters the optimizer state
-# belongs to), and accum_freq (how many loader batches a step is).
-RESUME_SETTINGS = ("batch_size", "lr", "seed", "train_num_samples", "model", "wd", "warmup", "epochs", "max_steps",
+# belongs to), accum_freq (how many loader batches a step is) and the optimizer (--opt).
+RESUME_SETTINGS = ("batch_size", "lr", "seed", "train_num_samples", "model", "opt", "wd", "warmup", "epochs", "max_steps",
                    "accum_freq", "dataset_resampled", "lr_scheduler", "epochs_cooldown", "lr_cooldown_power",
                    "lr_cooldown_end", "lock_image", "lock_image_unlocked_groups", "lock_image_freeze_bn_stats",
                    "lock_text", "lock_text_unlocked_layers", "lock_text_freeze_layer_norm")

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from clip_pretrain.config import TrainConfig
 from rs_common.config import ConfigError, add_config_args, load_config, overrides_from_args, setup_logging
@@ -20,6 +21,11 @@ from rs_common.config import ConfigError, add_config_args, load_config, override
 EXAMPLES = """examples:
   # a few hundred CPU steps of the tiny model on the demo shards
   python launch/pretrain_clip.py --train-data runs/demo/shards --model rs-tiny --batch-size 32 --epochs 20 --device cpu
+  # RemoteCLIP's ViT-B-32 recipe (configs/remoteclip/: lr, global batch, steps, Adam, augmentations) on 8 GPUs;
+  # the recipe file is copied to OUTPUT/recipe.yaml
+  torchrun --nproc_per_node 8 launch/pretrain_clip.py --config configs/remoteclip/vit-b-32.yaml \\
+      --train-data 'shards/shard-{000000..000165}.tar' --pretrained ~/weights/ViT-B-32-openai.bin \\
+      --output runs/remoteclip-vitb32 --resume latest
   # continual pretraining of OpenAI ViT-B-32 on 8 GPUs (RemoteCLIP's settings), resumable
   torchrun --nproc_per_node 8 launch/pretrain_clip.py --train-data 'shards/shard-{000000..000165}.tar' \\
       --model ViT-B-32 --pretrained ~/weights/ViT-B-32.pt --batch-size 256 --lr 4e-5 --warmup 1000 \\
@@ -100,6 +106,9 @@ OPEN_CLIP_FLAGS: tuple[OpenClipFlag, ...] = (
     OpenClipFlag("--local-loss --gather-with-grad", "", "on by default here (off there)", alias=False),
     OpenClipFlag("--grad-clip-norm", "", "0 = off (there: unset)", alias=False),
     OpenClipFlag("--warmup --epochs --workers", "", "defaults 100, 1, 2 (there 10000, 32, 4)", alias=False),
+    OpenClipFlag("--opt", "", "adamw (the default, as there) or adam: torch.optim.Adam, --wd then an L2 term on the "
+                 "same parameter groups (RemoteCLIP's optimizer; there the nearest is timm/adam); timm/* optimizers "
+                 "are refused", alias=False),
 )
 DATASET_TYPES = ("webdataset", "auto")
 
@@ -192,9 +201,24 @@ def apply_run_dir(cfg: TrainConfig, args: argparse.Namespace, overrides: dict) -
     return cfg
 
 
+class TrainCommand(NamedTuple):
+    """A parsed command line: the settings, --run-steps, and the --config file they were read from (None without)."""
+
+    cfg: TrainConfig
+    run_steps: int = 0
+    recipe: Path | None = None
+
+
 def parse_train_config(argv: list[str] | None = None) -> tuple[TrainConfig, int]:
-    """(TrainConfig, --run-steps) from the command line: defaults < --config YAML < flags, open_clip_train's flags
-    mapped by the table; a bad value exits with status 2 and a one-line message, before any work."""
+    """(TrainConfig, --run-steps) from the command line (see :func:`parse_train_command`)."""
+    command = parse_train_command(argv)
+    return command.cfg, command.run_steps
+
+
+def parse_train_command(argv: list[str] | None = None) -> TrainCommand:
+    """(TrainConfig, --run-steps, --config file) from the command line: defaults < --config YAML < flags,
+    open_clip_train's flags mapped by the table; a bad value exits with status 2 and a one-line message, before any
+    work."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -207,7 +231,7 @@ def parse_train_config(argv: list[str] | None = None) -> tuple[TrainConfig, int]
         parser.error(f"--run-steps must be >= 0, got {args.run_steps}")
     if not cfg.train_data:
         parser.error("--train-data is required (stage-0 shards: a folder, a brace pattern or a '::' list)")
-    return cfg, args.run_steps
+    return TrainCommand(cfg, args.run_steps, args.config)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -229,17 +253,17 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_train_command(*parse_train_config(argv))
+    return run_train_command(*parse_train_command(argv))
 
 
-def run_train_command(cfg: TrainConfig, run_steps: int = 0) -> int:
-    """Train per ``cfg``; expected errors become one ``error:`` line and exit status 2; rank 0 prints the summary as
-    one JSON line. Returns the exit status."""
+def run_train_command(cfg: TrainConfig, run_steps: int = 0, recipe: Path | None = None) -> int:
+    """Train per ``cfg`` (``recipe``: the --config file, copied to OUTPUT/recipe.yaml); expected errors become one
+    ``error:`` line and exit status 2; rank 0 prints the summary as one JSON line. Returns the exit status."""
     setup_logging()
     from clip_pretrain.train import train  # heavy imports after argument checks
 
     try:
-        summary = train(cfg, run_steps=run_steps)
+        summary = train(cfg, run_steps=run_steps, recipe=recipe)
     except expected_errors() as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

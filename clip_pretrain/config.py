@@ -14,6 +14,9 @@ from rs_common.config import ConfigError
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "fp32", "fp16", "bf16", "pure_fp16", "pure_bf16")
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")  # open_clip_train's --lr-scheduler choices
 REPORT_TARGETS = ("wandb", "tensorboard")
+# adamw: torch.optim.AdamW, decoupled weight decay (open_clip_train's --opt default); adam: torch.optim.Adam, --wd is
+# then an L2 term added to the gradient (RemoteCLIP's "Adam"). Both on the same two parameter groups.
+OPTIMIZERS = ("adamw", "adam")
 
 
 def report_targets(report_to: str) -> set[str]:
@@ -65,7 +68,12 @@ class TrainConfig:
     force_quick_gelu: bool = field(default=False, metadata={"help": "QuickGELU activations (OpenAI-trained weights; set automatically for OpenAI .pt)"})
     batch_size: int = field(default=64, metadata={"help": "batch size per GPU/process"})
     lr: float = field(default=5e-4, metadata={"help": "peak learning rate (RemoteCLIP: ViT-B-32 4e-5, ViT-L-14 1e-4, RN50 7e-5)"})
-    wd: float = field(default=0.2, metadata={"help": "AdamW weight decay (not on biases, norms, embeddings' gains or logit_scale)"})
+    opt: str = field(default="adamw", metadata={
+        "help": f"optimizer, one of {OPTIMIZERS}: adamw = torch.optim.AdamW (decoupled weight decay, open_clip_train's "
+                "default); adam = torch.optim.Adam (--wd is then L2 added to the gradient; RemoteCLIP's optimizer)",
+        "metavar": "NAME"})
+    wd: float = field(default=0.2, metadata={
+        "help": "weight decay (decoupled with adamw, L2 with adam; never on biases, norms, gains or logit_scale)"})
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
@@ -79,6 +87,9 @@ class TrainConfig:
     accum_freq: int = field(default=1, metadata={
         "help": "gradient accumulation: one optimizer step per K loader batches, with the gradient of the K-times bigger "
                 "batch (features of all K batches are the loss's negatives; open_clip_train's method)", "metavar": "K"})
+    global_batch_size: int = field(default=0, metadata={
+        "help": "check at the start: --batch-size x processes x --accum-freq must equal this (a paper's batch size; "
+                "0 = no check)"})
     epochs: int = field(default=1, metadata={"help": "epochs (an epoch is train_num_samples samples)"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimizer steps in total (0 = epochs decide)"})
     precision: str = field(default="amp", metadata={"help": f"one of {PRECISIONS}; amp is fp32 on CPU"})
@@ -138,6 +149,9 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.precision == "amp_bfloat16":  # open_clip_train's other spelling of amp_bf16
             self.precision = "amp_bf16"
+        if self.opt not in OPTIMIZERS:
+            raise ConfigError(f"opt must be one of {OPTIMIZERS}, got {self.opt!r}" + (
+                " (open_clip_train's timm optimizers are not available here)" if self.opt.startswith("timm/") else ""))
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ConfigError(f"lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
         if self.lr_scheduler == "const-cooldown" and self.epochs_cooldown < 1:
@@ -145,8 +159,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "save_every_steps", "log_every_steps", "shuffle_buffer", "accum_freq"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("wd", "warmup", "max_steps", "train_num_samples", "workers", "keep_checkpoints", "grad_clip_norm",
-                     "max_consecutive_bad_samples", "epochs_cooldown", "lr_cooldown_end", "lock_image_unlocked_groups",
+        for name in ("wd", "global_batch_size", "warmup", "max_steps", "train_num_samples", "workers", "keep_checkpoints",
+                     "grad_clip_norm", "max_consecutive_bad_samples", "epochs_cooldown", "lr_cooldown_end", "lock_image_unlocked_groups",
                      "lock_text_unlocked_layers", "save_every_epochs", "val_num_samples", "val_frequency",
                      "zeroshot_frequency", "eval_every_steps"):
             if getattr(self, name) < 0:

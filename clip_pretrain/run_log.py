@@ -18,11 +18,16 @@ from rs_common.files import atomic_write_text
 WANDB_ID_FILE = "wandb_run_id"
 
 
-def write_config(cfg: TrainConfig, output: Path) -> Path:
+def write_config(cfg: TrainConfig, output: Path, recipe: dict | None = None) -> Path:
     """OUTPUT/config.yaml: the resolved settings (defaults < YAML < flags, open_clip_train's names mapped), which
-    ``--config OUTPUT/config.yaml`` loads back into the same TrainConfig."""
+    ``--config OUTPUT/config.yaml`` loads back into the same TrainConfig. ``recipe`` (the ``--config`` file's record,
+    ``rs_common.recipes.record_recipe``) goes into a comment at the top: where the settings started from."""
     path = output / "config.yaml"
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    header = ""
+    if recipe is not None:
+        header = (f"# resolved settings of this run; started from the recipe {recipe['source'] or 'of an earlier invocation'}"
+                  f"\n# sha256 {recipe['sha256']}, copied verbatim to {recipe['copy']}\n")
+    atomic_write_text(path, header + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return path
 
 

@@ -3,9 +3,10 @@
 
 ``train(cfg)`` runs under torchrun (any number of processes) or alone. Per step: ``accum_freq`` batches -> model ->
 open_clip's ``ClipLoss`` (bidirectional InfoNCE; ``local_loss`` + ``gather_with_grad`` across processes) ->
-backward (GradScaler for fp16 AMP) -> optional clipping -> AdamW -> LR schedule (open_clip_train's cosine, const,
-const-cooldown) -> logit-scale clamp to [0, ln 100]. Checkpoints are atomic and hold everything needed to continue
-mid-epoch (see ``checkpoint.py``/``data.py``); SIGTERM/SIGINT finish the current step, save, and return.
+backward (GradScaler for fp16 AMP) -> optional clipping -> AdamW or Adam (``--opt``, ``optim.py``) -> LR schedule
+(open_clip_train's cosine, const, const-cooldown) -> logit-scale clamp to [0, ln 100]. Checkpoints are atomic and
+hold everything needed to continue mid-epoch (see ``checkpoint.py``/``data.py``); SIGTERM/SIGINT finish the current
+step, save, and return.
 Evaluation during training (``--val-data``, ``--zeroshot-data``; ``train_eval.py``) runs on rank 0 every N epochs /
 steps and at the end; its rows go to log.jsonl, wandb/TensorBoard (``run_log.py``) and the loss curve. The LR schedules
 are ``schedules.py``.
@@ -63,26 +64,17 @@ from clip_pretrain.data import (
 from clip_pretrain.distributed import DistInfo, barrier, close_distributed, init_distributed
 from clip_pretrain.identity import write_identity
 from clip_pretrain.models import create_clip
+from clip_pretrain.optim import make_optimizer
 from clip_pretrain.report import write_loss_curve
 from clip_pretrain.run_log import RunLog, trim_log, write_config
 from clip_pretrain.schedules import lr_schedule
 from clip_pretrain.train_eval import EvalPlan, evaluate_after_training, evaluate_now, plan_evaluation
-from rs_common.config import to_dict
+from rs_common.config import ConfigError, to_dict
 from rs_common.guards import RunLock, stop_with_parent, under_torchrun
+from rs_common.recipes import global_batch_problem, record_recipe
 from rs_common.torch_env import precision_autocast
 
 log = logging.getLogger(__name__)
-
-
-def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
-    """No weight decay on gains, biases, 1-D params and logit_scale (as open_clip_train)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exclude = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(p)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
 
 
 def lock_towers(model: torch.nn.Module, cfg: TrainConfig) -> None:
@@ -251,18 +243,23 @@ def accumulate_gradients(train_model: torch.nn.Module, loss_fn: Callable, micro:
     return torch.stack(losses)
 
 
-def train(cfg: TrainConfig, run_steps: int = 0) -> dict:
+def train(cfg: TrainConfig, run_steps: int = 0, recipe: str | Path | None = None) -> dict:
     """Train (or continue) per ``cfg``; ``run_steps`` > 0 stops this invocation after that many steps with a
-    checkpoint, without changing the schedule (for time-limited cluster jobs and the resume test).
+    checkpoint, without changing the schedule (for time-limited cluster jobs and the resume test); ``recipe``: the
+    ``--config`` file ``cfg`` was read from, copied verbatim to OUTPUT/recipe.yaml (``rs_common.recipes``).
     Returns a summary dict (also written to OUTPUT/summary.json on rank 0).
 
-    Cheap checks come first, in this order, so bad input fails before the model is built: the data (see
-    ``check_training_data``), the eval sets, the output lock (rank 0), the --resume checkpoint and its settings.
-    Then rank 0 writes the resolved settings to OUTPUT/config.yaml."""
+    Cheap checks come first, in this order, so bad input fails before the model is built: the global batch
+    (``--global-batch-size``), the data (see ``check_training_data``), the eval sets, the output lock (rank 0), the
+    --resume checkpoint and its settings. Then rank 0 writes the recipe and the resolved settings
+    (OUTPUT/config.yaml)."""
     if under_torchrun():
         stop_with_parent()  # torchrun -9'd or its process group killed: SIGTERM here -> checkpoint, exit
     info = init_distributed(cfg.device)
     try:
+        problem = global_batch_problem(cfg.global_batch_size, cfg.batch_size, info.world_size, cfg.accum_freq)
+        if problem:
+            raise ConfigError(problem)
         urls, sizes = check_training_data(cfg.train_data, cfg.allow_unfinished_build)
         spe = steps_per_epoch(sizes, info.world_size, cfg.workers, cfg.batch_size, cfg.train_num_samples, cfg.accum_freq)
         if spe == 0:
@@ -281,10 +278,11 @@ def train(cfg: TrainConfig, run_steps: int = 0) -> dict:
             if not cfg.resume:
                 check_fresh_output(output)
             resume = read_resume(cfg, output, settings)
+            plan = TrainPlan(urls, sizes, spe, total_steps, schedule, settings, evals)
             if info.is_main:  # rows after the resume step (or all, when starting afresh) are logged again
                 trim_log(output / "log.jsonl", resume[1]["step"] if resume[1] else 0)
-                write_config(cfg, output)
-            plan = TrainPlan(urls, sizes, spe, total_steps, schedule, settings, evals)
+                plan.recipe = record_recipe(recipe, output, resuming=resume[1] is not None)
+                write_config(cfg, output, plan.recipe)
             return run_training(cfg, info, output, plan, resume, run_steps)
     finally:
         close_distributed(info)
@@ -302,6 +300,7 @@ class TrainPlan:
     schedule: Callable[[int], float]
     settings: dict
     evals: EvalPlan | None
+    recipe: dict | None = None  # rank 0: the --config file's record (rs_common.recipes.record_recipe)
 
 
 def build_model(cfg: TrainConfig, info: DistInfo, output: Path):
@@ -360,8 +359,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, output: Path, plan: TrainPlan, bundle):
         self.cfg, self.info, self.output, self.plan, self.bundle = cfg, info, output, plan, bundle
         self.model = self.train_model = bundle.model
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.wd), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           eps=cfg.eps)
+        self.optimizer = make_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "amp" and info.device.type == "cuda" else None
         self.loss_fn = open_clip.ClipLoss(local_loss=cfg.local_loss, gather_with_grad=cfg.gather_with_grad,
                                           cache_labels=True, rank=info.rank, world_size=info.world_size)
@@ -378,8 +376,11 @@ class Trainer:
         if ckpt is None:
             return
         self.model.load_state_dict(ckpt["state_dict"])
+        wanted = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group, settings in zip(self.optimizer.param_groups, wanted):  # this run's opt/wd/betas (--resume-force)
+                group.update(settings)
         except ValueError as exc:  # --resume-force with other tower locks: other parameters in the optimizer
             raise ResumeError(f"--resume {resume_path}: its optimizer state does not fit this run's trainable "
                               f"parameters ({exc}): resume with the checkpoint's --lock-* settings") from None
@@ -572,6 +573,8 @@ def finish_run(trainer: Trainer, interrupted: bool, last_eval: dict | None, elap
     }
     if last_eval is not None:
         summary["last_eval"] = last_eval
+    if plan.recipe is not None:
+        summary["recipe"] = plan.recipe
     if info.device.type == "cuda":
         summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 3)
     if info.is_main and not interrupted:

@@ -6,7 +6,8 @@ No data or weights are needed. Stage 0 generates demo data in the real formats (
 LoveDA-style masks, Karpathy caption json, scene folders), reads it with the same readers as real data and
 writes de-duplicated shards + report; the caption set's test split is held out (and guarded by
 --dedup-against). Stage 1 trains the tiny ``rs-tiny`` CLIP on CPU, then evaluates text<->image retrieval on
-that held-out split and zero-shot classification on the scene folders, beside a random-init baseline.
+that held-out split and zero-shot classification on the scene folders, beside a random-init baseline, and runs
+the evaluation suite (zero-shot, linear probe, k-NN, few-shot, retrieval, counting) on the demo data.
 Stage 2 exports the trained tower as a Hugging Face CLIPVisionModel at 504 px and assembles GeoChat
 (LlavaForConditionalGeneration) around it with a tiny random LLaMA standing in for Vicuna-7B.
 """
@@ -58,6 +59,11 @@ def fresh_run_folder(run: Path) -> None:
     (run / DEMO_RUN_MARKER).write_text("a run written by launch/demo.py; the next demo replaces it\n")
 
 
+# the demo's training settings, as recipe files (the runs record them as recipe.yaml); data and output paths are
+# the demo's overrides
+DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
+
+
 def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
     import clip_pretrain  # noqa: F401 - registers rs-tiny
     from clip_pretrain.config import TrainConfig
@@ -66,16 +72,15 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
     from clip_pretrain.train import train
     from rs_common.config import load_config
 
-    data, run = out / "data", out / "clip"
-    cfg = load_config(TrainConfig, overrides={
-        "train_data": str(out / "shards"), "model": "rs-tiny", "batch_size": 32, "lr": 1e-3, "wd": 0.1,
-        "warmup": max(1, steps // 10), "max_steps": steps, "workers": workers, "seed": seed, "output": str(run),
-        "save_every_steps": max(1, steps // 3), "log_every_steps": 5, "device": "cpu",
-        "eval.captions": str(data / "captions" / "dataset.json"), "eval.split": "test",
+    data, run, recipe = out / "data", out / "clip", DEMO_RECIPES / "clip-tiny.yaml"
+    cfg = load_config(TrainConfig, recipe, {  # rs-tiny, batch 32, lr 1e-3, wd 0.1, ... from the recipe
+        "train_data": str(out / "shards"), "warmup": max(1, steps // 10), "max_steps": steps, "workers": workers,
+        "seed": seed, "output": str(run), "save_every_steps": max(1, steps // 3),
+        "eval.captions": str(data / "captions" / "dataset.json"),
     })
-    print(f"[demo] stage 1: training rs-tiny for {steps} steps on CPU into {run}")
+    print(f"[demo] stage 1: training rs-tiny for {steps} steps on CPU into {run} (recipe {recipe})")
     fresh_run_folder(run)
-    summary = train(cfg)
+    summary = train(cfg, recipe=recipe)
     print("[demo] baseline: the same evaluation with random-init weights")
     baseline = evaluate_retrieval(RetrievalEvalConfig(
         model="rs-tiny", checkpoint=None, captions=str(data / "captions" / "dataset.json"), split="test",
@@ -85,15 +90,29 @@ def stage_train(out: Path, workers: int, steps: int, seed: int) -> dict:
         zeroshot[name] = evaluate_zeroshot(ZeroShotConfig(
             model="rs-tiny", checkpoint=ckpt, data=str(data / "scenes"), output=str(run / f"zeroshot_{name}"),
             device="cpu", workers=0))
+    suite = stage_suite(out, summary.get("final"))
     keys = ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "mean_recall")
     result = {
         "steps": summary["step"], "train_seconds": summary["seconds"], "samples_per_s": summary["samples_per_s"],
         "retrieval_heldout": {k: summary["eval"][k] for k in keys} | {"n_images": summary["eval"]["n_images"]},
         "retrieval_random_init": {k: baseline[k] for k in keys},
         "zeroshot_top1": {k: v["top1"] for k, v in zeroshot.items()},
+        "suite": suite,
     }
     (run / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def stage_suite(out: Path, checkpoint: str | None) -> dict:
+    """RemoteCLIP's evaluation suite (every task: zero-shot, linear probe, k-NN, few-shot, retrieval, counting) on the
+    demo data, for the trained model and a random init; the shipped ``demo`` suite, paths relative to the demo data."""
+    from clip_pretrain.evaluate.suite import SuiteConfig, run_suite, suite_headline
+
+    print("[demo] evaluation suite (launch/eval_suite.py --suite demo) on the trained model and a random init")
+    runs = (("trained", checkpoint or ""), ("random_init", "random"))
+    return {name: suite_headline(run_suite(SuiteConfig(
+        checkpoint=ckpt, model="rs-tiny", suite="demo", data_root=str(out / "data"),
+        output=str(out / "clip" / f"suite_{name}"), device="cpu", workers=0))) for name, ckpt in runs}
 
 
 def build_demo_instruct(out: Path) -> list[dict]:
@@ -148,6 +167,7 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
     """Stage 2b on the demo: instruction data from the demo's DOTA + scene folders (held-out 20 %), LoRA
     fine-tuning of the stage-2a GeoChat, then refer (acc@0.5) and scene classification (accuracy) on the held-out
     records. The LLM is the tiny random stand-in, so the scores show the plumbing, not GeoChat's quality."""
+    from rs_common.config import load_config
     from vlm_finetune.evaluate import EvalGeoChatConfig, evaluate_geochat
     from vlm_finetune.train import FinetuneConfig, train as finetune
 
@@ -157,10 +177,10 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
     train = [r for i, r in enumerate(records) if i % 5]
     held = [r for i, r in enumerate(records) if not i % 5]
     (root / "instruct_train.json").write_text(json.dumps(train))
-    summary = finetune(make_config(
-        FinetuneConfig, model=str(root / "model"), data=str(root / "instruct_train.json"), images=str(data),
-        output=str(root / "finetuned"), max_steps=steps, batch_size=2, learning_rate=1e-3, num_workers=0,
-        logging_steps=5, save_steps=steps, max_length=4400))
+    recipe = DEMO_RECIPES / "geochat-tiny.yaml"  # batch 2, lr 1e-3, max length 4400, ...
+    summary = finetune(load_config(FinetuneConfig, recipe, {
+        "model": str(root / "model"), "data": str(root / "instruct_train.json"), "images": str(data),
+        "output": str(root / "finetuned"), "max_steps": steps, "save_steps": steps}), recipe=recipe)
     print(f"[demo] fine-tuned {summary['steps']} steps: adapter {summary.get('adapter')}, merged {summary.get('merged')}")
     scores = {}
     for task, name in (("refer", "refer"), ("classify", "scene")):
@@ -220,6 +240,7 @@ def main(argv=None) -> int:
     print(f"[demo] loss curve:        {run / 'loss_curve.png'}")
     print(f"[demo] retrieval report:  {run / 'eval' / 'report.html'}")
     print(f"[demo] zero-shot:         {run / 'zeroshot_trained' / 'confusion_matrix.png'}")
+    print(f"[demo] evaluation suite:  {run / 'suite_trained' / 'suite.html'}")
     print(f"[demo] GeoChat (HF Llava): {args.out / 'geochat' / 'model'}")
     return 0
 

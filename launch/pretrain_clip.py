@@ -10,11 +10,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a plain checkout too
 
-from clip_pretrain.cli import parse_train_config, run_train_command  # noqa: E402
+from clip_pretrain.cli import parse_train_command, run_train_command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_train_command(*parse_train_config(argv))
+    return run_train_command(*parse_train_command(argv))  # --config FILE is kept as OUTPUT/recipe.yaml
 
 
 if __name__ == "__main__":

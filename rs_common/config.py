@@ -322,6 +322,13 @@ def parse_config(parser: argparse.ArgumentParser, cls: type[T], argv: list[str] 
 OUR_LOGGERS = ("rs_common", "shards", "clip_pretrain", "vlm_finetune", "launch", "synthetic")
 
 
+def config_file_of(argv: list[str] | None) -> Path | None:
+    """The ``--config`` file named in ``argv`` (the recipe a training run records), or None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config", type=Path)
+    return parser.parse_known_args(argv)[0].config
+
+
 def setup_logging() -> None:
     """The command-line tools' logging: this toolkit's INFO lines on stderr, other libraries' from WARNING up
     (open_clip logs a dozen INFO lines on the root logger for every model it builds). ``RS_LOG_LEVEL=INFO`` (or

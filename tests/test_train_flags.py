@@ -22,10 +22,11 @@ from clip_pretrain.checkpoint import load_checkpoint, save_safetensors
 from clip_pretrain.cli import OPEN_CLIP_FLAGS, default_run_name, main as cli_main, parse_train_config
 from clip_pretrain.config import TrainConfig
 from clip_pretrain.data import ShardStream, expand_urls, resampled_pieces, shard_sizes, slot_pieces
+from clip_pretrain.optim import param_groups
 from clip_pretrain.report import read_log
 from clip_pretrain.run_log import write_config
 from clip_pretrain.schedules import const_cooldown_lr, const_lr, cosine_lr
-from clip_pretrain.train import accumulate_gradients, param_groups, train
+from clip_pretrain.train import accumulate_gradients, train
 from clip_pretrain.train_eval import EvalPlan
 from rs_common.config import load_config
 from synthetic.tiny_shards import COLOURS, sample_members, write_tiny_shards

@@ -5,7 +5,8 @@ GeoChat's recipe (REFERENCE.md): LoRA r 64, alpha 16, dropout 0.05 on every nn.L
 swapped RS vision tower needs its projector trained); lr 2e-4, cosine, warmup 3 %, bf16, max length 2048.
 
 Outputs: ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA merged in, ``save_geochat``, loads with
-``load_geochat``), ``OUTPUT/checkpoint-*`` (Trainer checkpoints, ``--resume``), ``OUTPUT/finetune.json`` (summary).
+``load_geochat``), ``OUTPUT/checkpoint-*`` (Trainer checkpoints, ``--resume``), ``OUTPUT/finetune.json`` (summary),
+``OUTPUT/recipe.yaml`` (the ``--config`` file, verbatim; its path and sha256 in finetune.json's ``recipe``).
 
 Cheap checks come before the model is loaded (:func:`check_inputs`): every setting, the paths, the instruction json
 and each record's image (missing or unreadable images are dropped and counted by reason; none left is an error naming
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from rs_common.config import ConfigError, to_dict
+from rs_common.recipes import global_batch_problem, record_recipe
 from vlm_finetune.data import FinetuneError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class FinetuneConfig:
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs decide)"})
     batch_size: int = field(default=4, metadata={"help": "per-device batch size"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    global_batch_size: int = field(default=0, metadata={
+        "help": "check at the start: --batch-size x processes (WORLD_SIZE) x --grad-accum must equal this (0 = no check)"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "linear warmup fraction of the steps (< 1)"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "HF scheduler name (cosine, linear, constant, ...)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
@@ -95,7 +99,7 @@ class FinetuneConfig:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.max_steps < -1 or self.max_steps == 0:
             raise ConfigError(f"max_steps must be >= 1, or -1 to let epochs decide, got {self.max_steps}")
-        for key in ("save_total_limit", "num_workers", "seed"):
+        for key in ("save_total_limit", "num_workers", "seed", "global_batch_size"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.weight_decay < 0:
@@ -227,16 +231,28 @@ def output_lock(output: str | Path):
     return RunLock(output, what="fine-tuning run") if is_main_process() else contextlib.nullcontext()
 
 
-def train(cfg: FinetuneConfig, callbacks=None) -> dict:
+def check_global_batch(cfg: FinetuneConfig) -> None:
+    """``--global-batch-size``: per-device batch x processes (torchrun's/deepspeed's WORLD_SIZE) x accumulation."""
+    problem = global_batch_problem(cfg.global_batch_size, cfg.batch_size, int(os.environ.get("WORLD_SIZE", "1")),
+                                   cfg.grad_accum, accum_flag="--grad-accum")
+    if problem:
+        raise FinetuneError(problem)
+
+
+def train(cfg: FinetuneConfig, callbacks=None, recipe: str | Path | None = None) -> dict:
     """Fine-tune; returns a summary (losses, steps, output folders, trainable parameter counts, dropped records).
-    Inputs are checked before the model is loaded; the output folder is locked for the run (see the module doc)."""
+    Inputs are checked before the model is loaded; the output folder is locked for the run (see the module doc).
+    ``recipe``: the ``--config`` file ``cfg`` was read from, copied verbatim to OUTPUT/recipe.yaml by the main
+    process (``rs_common.recipes``)."""
+    check_global_batch(cfg)
     screened = check_inputs(cfg)
     resume = _resume_arg(cfg)
     with output_lock(cfg.output):
-        return _train(cfg, screened, resume, callbacks)
+        record = record_recipe(recipe, cfg.output, resuming=resume is not None) if is_main_process() else None
+        return _train(cfg, screened, resume, callbacks, record)
 
 
-def _train(cfg: FinetuneConfig, screened, resume, callbacks) -> dict:
+def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None = None) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from vlm_finetune.data import GeoChatCollator, GeoChatDataset
@@ -278,7 +294,7 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks) -> dict:
                "dropped_examples": {k: v[:20] for k, v in dataset.dropped.items() if v},
                "dropped_first": dataset.screened.first, "truncated": dataset.truncated,
                "trainable_params": trainable, "total_params": total, "bf16": bf16,
-               "lora_targets": targets, "config": to_dict(cfg)}
+               "lora_targets": targets, "config": to_dict(cfg), "recipe": recipe}
     if trainer.is_world_process_zero():
         adapter = out / "adapter"
         peft_model.save_pretrained(str(adapter))

@@ -250,16 +250,22 @@ def md_text(value) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def md_cell(cell: Cell | None) -> str:
-    if cell is None:
-        return DASH
-    text = fmt(cell.ours)
+def our_value(cell: Cell, escape) -> str:
+    """Our number of a cell, with its spread, label and set count (``escape``: the target format's escaping)."""
+    text = escape(fmt(cell.ours))
     if cell.std is not None and cell.ours is not None:
         text += f" ± {cell.std:.2f}"
     if cell.label:
-        text += f" ({md_text(cell.label)})"
+        text += f" ({escape(cell.label)})"
     if cell.n_sets is not None:
         text += f" {sets_text(cell.n_sets)}"
+    return text
+
+
+def md_cell(cell: Cell | None) -> str:
+    if cell is None:
+        return DASH
+    text = our_value(cell, md_text)
     if cell.paper is not None:
         sets = f", {cell.paper.n_datasets} sets" if cell.paper.n_datasets is not None else ""
         text += f" (paper {cell.paper.value:.2f}{sets})"
@@ -341,13 +347,7 @@ def delta_html(ours: float | None, paper: PaperNumber | None) -> str:
 def html_cell(cell: Cell | None) -> str:
     if cell is None:
         return DASH
-    text = kit.esc(fmt(cell.ours))
-    if cell.std is not None and cell.ours is not None:
-        text += f" ± {cell.std:.2f}"
-    if cell.label:
-        text += f" ({kit.esc(cell.label)})"
-    if cell.n_sets is not None:
-        text += f" {sets_text(cell.n_sets)}"
+    text = our_value(cell, kit.esc)
     if cell.paper is not None:
         p = cell.paper
         sets = f", {p.n_datasets} sets" if p.n_datasets is not None else ""
