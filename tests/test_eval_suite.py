@@ -294,3 +294,38 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["--checkpoint", str(tmp_path / "missing.pt"), "--suite", str(suite), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "missing.pt" in err and len(err.strip().splitlines()) == 1
+
+
+def test_shipped_demo_suite_on_the_demo_data(tmp_path):
+    """The demo's suite (every task) on freshly generated demo data, with a run folder as the checkpoint."""
+    import shutil
+
+    from synthetic.demo_data import generate_demo
+
+    data = tmp_path / "data"
+    generate_demo(data, seed=1, n_dota=12, n_coco=2, n_masks=2, n_captions=30, n_scenes_per_class=5, size=128)
+    run = tmp_path / "run"
+    bundle = load_bundle("rs-tiny", None, torch.device("cpu"), init_seed=5)
+    from clip_pretrain.checkpoint import save_safetensors
+    from clip_pretrain.identity import write_identity
+
+    run.mkdir()
+    save_safetensors(bundle.model.state_dict(), run / "final.safetensors")
+    write_identity(run, "rs-tiny", bundle.model, bundle.quick_gelu)
+    out = tmp_path / "suite"
+    assert cli.main(["--checkpoint", str(run), "--suite", "demo", "--data-root", str(data), "--output", str(out),
+                     "--device", "cpu", "--workers", "0", "--few-shot-seeds", "2", "--cache", str(tmp_path / "c")]) == 0
+    result = json.loads((out / "suite.json").read_text())
+    assert list(result) == ["zeroshot", "linear_probe", "knn", "few_shot", "retrieval", "counting"]
+    meta = json.loads((out / "suite_meta.json").read_text())
+    assert meta["model"] == "rs-tiny" and [d["status"] for d in meta["datasets"]] == ["ran"] * 3
+    scenes = meta["datasets"][0]
+    assert scenes["n_classes"] == 6 and scenes["n_train"] + scenes["n_test"] >= 30
+    counting = result["counting"]["demo-dota"]
+    assert counting["n_listed"] == 12 == counting["n_images"] + sum(counting["left_out"].values())
+    assert "no paper numbers for rs-tiny" in (out / "suite.md").read_text()
+    # rewriting the weights (another run in the same folder) is another model: nothing is reused
+    shutil.copy(run / "final.safetensors", run / "other.safetensors")
+    cli.main(["--checkpoint", str(run), "--suite", "demo", "--data-root", str(data), "--output", str(tmp_path / "s2"),
+              "--device", "cpu", "--workers", "0", "--few-shot-seeds", "2", "--cache", str(tmp_path / "c")])
+    assert json.loads((tmp_path / "s2" / "suite_meta.json").read_text())["feature_cache"]["reused"] == 0

@@ -39,10 +39,19 @@ def file_key(path: Path) -> str:
     return f"{p}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def checkpoint_key(checkpoint: str | None) -> str:
+    """A weights file's key; a folder (a run dir, a hub snapshot) by the keys of the files directly in it."""
+    if not checkpoint:
+        return "random init (seed 0)"
+    p = Path(checkpoint).expanduser()
+    if p.is_dir():
+        return ";".join(file_key(f) for f in sorted(p.iterdir()) if f.is_file())
+    return file_key(p)
+
+
 def model_key(model: str, checkpoint: str | None, quick_gelu: bool, preprocess) -> tuple[str, dict]:
     """(short hex key, the description it hashes)."""
-    described = {"model": model, "quick_gelu": bool(quick_gelu),
-                 "checkpoint": file_key(Path(checkpoint)) if checkpoint else "random init (seed 0)",
+    described = {"model": model, "quick_gelu": bool(quick_gelu), "checkpoint": checkpoint_key(checkpoint),
                  "preprocess": repr(preprocess)}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
     return digest, described
