@@ -70,7 +70,8 @@ def run_ours(model: str, data: str, images: str, out: str, steps: int, batch: in
 
     cfg = FinetuneConfig(model=model, data=data, images=images, output=out, max_steps=steps, batch_size=batch,
                          num_workers=0, logging_steps=steps, save_steps=10**9, merge=False, max_length=2048,
-                         bf16="true" if bf16 else "false", gradient_checkpointing=grad_ckpt)
+                         bf16="true" if bf16 else "false", gradient_checkpointing=grad_ckpt,
+                         train_projector=True)  # as the baseline it is measured against (LoRA + projector)
     summary = train(cfg)
     from vlm_finetune.data import GeoChatDataset
     from vlm_finetune.geochat import load_geochat

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from clip_pretrain.config import TrainConfig
 from rs_common.config import ConfigError, add_config_args, load_config, overrides_from_args, setup_logging
+from rs_common.flag_tables import markdown_flag_table
 
 EXAMPLES = """examples:
   # a few hundred CPU steps of the tiny model on the demo shards
@@ -151,12 +152,8 @@ FLAG_TABLE_END = "<!-- end of open_clip_train flag table -->"
 
 def flag_table_markdown() -> str:
     """The table as the README shows it (a test keeps the two equal)."""
-    lines = ["| open_clip_train flag | here | how the meaning differs |", "|---|---|---|"]
-    for row in OPEN_CLIP_FLAGS:
-        flag = f"`{row.flag}{' ' + row.metavar if row.metavar else ''}`"
-        ours = f"`{row.ours}`" if row.ours.startswith("--") else (row.ours or "same name")
-        lines.append(f"| {flag} | {ours} | {row.differs.replace('|', '/')} |")
-    return "\n".join(lines)
+    return markdown_flag_table("open_clip_train", ((f"`{row.flag}{' ' + row.metavar if row.metavar else ''}`", row.ours,
+                                                    row.differs) for row in OPEN_CLIP_FLAGS))
 
 
 def build_parser() -> argparse.ArgumentParser:

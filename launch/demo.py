@@ -137,6 +137,7 @@ def stage_geochat(out: Path, image_size: int = 504) -> dict:
     from rs_common.formats.conversation import IMAGE_TOKEN, build_prompt, generation_prompt
     from vlm_finetune.export import export_vision_tower
     from vlm_finetune.geochat import assemble_geochat, save_geochat
+    from vlm_finetune.image_prep import prepare_image
     from synthetic.tiny_llm import word_vocab, write_tiny_llm
 
     data, root = out / "data", out / "geochat"
@@ -148,7 +149,7 @@ def stage_geochat(out: Path, image_size: int = 504) -> dict:
     llm = write_tiny_llm(root / "tiny_llm", word_vocab(texts))
     model, processor = assemble_geochat(tower, llm)
     test = next(e for e in entries if e["split"] == "test")
-    image = Image.open(data / "captions" / "images" / test["filename"]).convert("RGB")
+    image = prepare_image(Image.open(data / "captions" / "images" / test["filename"]), processor)  # as training does
     prompt = build_prompt([f"{IMAGE_TOKEN}\nDescribe the image", test["sentences"][0]["raw"]])
     inputs = processor(images=image, text=prompt, return_tensors="pt")
     labels = inputs["input_ids"].clone()
@@ -191,10 +192,24 @@ def stage_finetune(out: Path, steps: int = 40) -> dict:
             images=str(data), output=str(root / f"eval_{task}"), max_new_tokens=24))
         scores[task] = metrics["score"]
         print(f"[demo] held-out {task}: score {metrics['score']} ({metrics['output']})")
+    bench = stage_bench(out)
     return {"instruct_records": len(records), "instruct_report": str(root / "instruct_report.html"), "train": len(train),
             "held_out": len(held), "steps": summary["steps"], "loss_first_last": [summary["losses"][0], summary["losses"][-1]],
             "train_seconds": summary["train_runtime"], "adapter": summary.get("adapter"), "merged": summary.get("merged"),
-            "held_out_scores (random stand-in LLM)": scores}
+            "held_out_scores (random stand-in LLM)": scores, "geochat_bench (random stand-in LLM)": bench}
+
+
+def stage_bench(out: Path, n_per_file: int = 4) -> dict:
+    """GeoChat-Bench on the demo: bench files in GeoChat's released formats written from the demo data
+    (synthetic/geochat_bench.py), answered by the fine-tuned stand-in GeoChat and scored as
+    ``launch/eval_geochat.py --bench`` scores them."""
+    from synthetic.geochat_bench import run_demo_bench
+
+    root = out / "geochat"
+    print(f"[demo] GeoChat-Bench: {n_per_file} records per bench file, answered by the fine-tuned stand-in")
+    result = run_demo_bench(out / "data", root / "bench", model=str(root / "finetuned" / "merged"), n_per_file=n_per_file)
+    headline = {"accuracy", "average", "acc@0.5", "rouge1", "rougeL", "meteor"}
+    return {stem: {k: v for k, v in m.items() if k in headline} for stem, m in result["metrics"].items()}
 
 
 @contextlib.contextmanager

@@ -212,7 +212,10 @@ def test_lora_targets_exclude_lm_head_and_vision_tower(tiny_dirs):
 
     model, _ = load_geochat(tiny_dirs["model"])
     assert lora_target_names(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
-    peft_model = prepare_model(model, FinetuneConfig(model="m", data="d", images="i", output="o"))
+    assert not any("multi_modal_projector" in n for n, p in prepare_model(
+        load_geochat(tiny_dirs["model"]).model, FinetuneConfig(model="m", data="d", images="i", output="o"),
+    ).named_parameters() if p.requires_grad)  # frozen by default, as GeoChat's released script
+    peft_model = prepare_model(model, FinetuneConfig(model="m", data="d", images="i", output="o", train_projector=True))
     lora = {n for n, _ in peft_model.named_modules() if n.endswith("lora_A")}
     assert lora and all(".language_model." in n for n in lora) and not any("lm_head" in n for n in lora)
     assert len(lora) == 7 * 2

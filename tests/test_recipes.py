@@ -322,5 +322,5 @@ def test_the_demo_finetunes_with_its_recipe_and_todays_settings(tmp_path, monkey
     before = make_config(  # launch/demo.py's settings before the recipes, verbatim
         FinetuneConfig, model=str(root / "model"), data=str(root / "instruct_train.json"), images=str(tmp_path / "data"),
         output=str(root / "finetuned"), max_steps=40, batch_size=2, learning_rate=1e-3, num_workers=0,
-        logging_steps=5, save_steps=40, max_length=4400)
+        logging_steps=5, save_steps=40, max_length=4400, train_projector=True)  # the old default, now in the recipe
     assert cfg == before and kwargs["recipe"] == CONFIGS / "demo/geochat-tiny.yaml"

@@ -2,7 +2,8 @@
 
 - Images are padded to a square filled with the image processor's mean colour (GeoChat/LLaVA
   ``image_aspect_ratio="pad"``, ``expand2square(img, tuple(int(x * 255) for x in image_mean))``), then go through the
-  processor's CLIP image processor (resize + centre crop to the model's image size).
+  processor's CLIP image processor (resize + centre crop to the model's image size): :mod:`vlm_finetune.image_prep`,
+  the one preprocessing that inference and evaluation use too.
 - The text is the vicuna_v1 prompt (:mod:`rs_common.formats.conversation`) tokenised piece by piece with the ``<image>``
   replaced by ``image_seq_length`` image-token ids (what HF LlavaProcessor's expansion gives), so labels stay aligned.
 - Truncation to ``max_length`` only cuts text after the image tokens; a sample whose image tokens alone do not fit is
@@ -26,6 +27,15 @@ from torch.utils.data import Dataset
 
 from rs_common.formats.conversation import IGNORE_INDEX, IMAGE_TOKEN, tokenize_with_labels
 from rs_common.formats.llava_record import read_records, validate_record
+from vlm_finetune.image_prep import (  # noqa: F401 - expand2square, mean_colour: re-exported, tests import them here
+    PAD,
+    SQUARE,
+    check_mode,
+    expand2square,
+    mean_colour,
+    pixel_values,
+    prepare_image,
+)
 from vlm_finetune.instruct import InstructError
 
 logger = logging.getLogger(__name__)
@@ -33,23 +43,6 @@ logger = logging.getLogger(__name__)
 
 class FinetuneError(ValueError):
     """A fine-tuning setup problem the user can fix (raised by the data and by :mod:`vlm_finetune.train`)."""
-
-
-def expand2square(image, background):
-    """LLaVA's pad-to-square: the image centred on a ``background``-coloured square of its longer side."""
-    from PIL import Image
-
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    out = Image.new(image.mode, (side, side), background)
-    out.paste(image, ((side - width) // 2, (side - height) // 2))
-    return out
-
-
-def mean_colour(image_processor) -> tuple[int, int, int]:
-    return tuple(int(x * 255) for x in image_processor.image_mean)
 
 
 def processor_image_tokens(processor) -> int:
@@ -120,14 +113,18 @@ def screen_images(records: list[dict], image_dir, source: str = "records") -> Sc
     return out
 
 
-def load_image(path, pad: bool, image_processor):
+def load_image(path, pad: bool | str, image_processor):
+    """The image at ``path`` as the processor receives it (:func:`vlm_finetune.image_prep.prepare_image`); ``pad``:
+    a mode (``"pad"``/``"square"``) or a bool (True = ``"pad"``)."""
     from PIL import Image
 
     with Image.open(path) as im:
         image = im.convert("RGB")
-    if pad:
-        image = expand2square(image, mean_colour(image_processor))
-    return image
+    return prepare_image(image, image_processor, _mode(pad))
+
+
+def _mode(pad: bool | str | None) -> str:
+    return check_mode(pad) if isinstance(pad, str) or pad is None else (PAD if pad else SQUARE)
 
 
 class GeoChatDataset(Dataset):
@@ -139,14 +136,16 @@ class GeoChatDataset(Dataset):
     Images load lazily in ``__getitem__``."""
 
     def __init__(self, data, image_dir, processor, max_length: int = 2048, image_seq_length: int | None = None,
-                 pad_to_square: bool = True):
+                 pad_to_square: bool = True, image_aspect_ratio: str | None = None):
         screened = data if isinstance(data, ScreenedRecords) else screen_images(
             _read_records(data), image_dir, str(data) if isinstance(data, (str, Path)) else "records")
         self.image_dir = Path(image_dir)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.image_processor = processor.image_processor
-        self.pad_to_square = pad_to_square
+        # one preprocessing for training, inference and evaluation (vlm_finetune.image_prep); a mode given wins
+        self.image_aspect_ratio = _mode(image_aspect_ratio if image_aspect_ratio is not None else pad_to_square)
+        self.pad_to_square = self.image_aspect_ratio == PAD
         self.max_length = int(max_length)
         self.image_seq_length = int(image_seq_length or processor_image_tokens(processor))
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -181,10 +180,13 @@ class GeoChatDataset(Dataset):
 
     def _sample(self, index: int) -> dict:
         rec, ids, labels = self.items[index]
-        image = load_image(self.image_dir / rec["image"], self.pad_to_square, self.image_processor)
-        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        from PIL import Image
+
+        with Image.open(self.image_dir / rec["image"]) as im:
+            image = im.convert("RGB")
+        pixels = pixel_values(image, self.image_processor, self.image_aspect_ratio)[0]
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
-                "pixel_values": pixel_values}
+                "pixel_values": pixels}
 
     def __getitem__(self, index: int) -> dict:
         """The sample at ``index``; when its image fails to decode (checked readable at load time, but truncated

@@ -219,6 +219,12 @@ def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
     except GeoChatError as exc:
         raise EvalError(str(exc)) from None
     model, processor = chat.model, chat.require_processor(model_dir, EvalError, " to run inference with")
+    from .image_prep import ImagePrepError, model_image_aspect_ratio
+
+    try:
+        model_image_aspect_ratio(model)  # an image mode this toolkit cannot reproduce fails before any answer
+    except ImagePrepError as exc:
+        raise EvalError(f"{model_dir}: config.json {exc}") from None
     if adapter:
         from peft import PeftModel
 
@@ -229,18 +235,40 @@ def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
     return model.to(device).eval(), processor
 
 
-def answer_question(model, processor, image, question: str, max_new_tokens: int = 64) -> str:
-    """Greedy answer of the model to ``question`` about ``image`` (PIL), in the vicuna_v1 template."""
+def prompt_inputs(processor, image, prompt: str, image_aspect_ratio: str | None = None):
+    """Model inputs (ids, mask, pixel_values) of a rendered vicuna_v1 ``prompt`` holding one ``<image>`` and of
+    ``image`` (PIL), preprocessed as training did (:func:`vlm_finetune.image_prep.prepare_image`: ``"pad"`` by
+    default, never a bare centre crop)."""
+    from .image_prep import prepare_image
+
+    return processor(images=prepare_image(image, processor, image_aspect_ratio), text=prompt, return_tensors="pt")
+
+
+def generate_answer(model, processor, image, prompt: str, max_new_tokens: int = 64,
+                    image_aspect_ratio: str | None = None) -> str:
+    """Greedy continuation of a rendered vicuna_v1 ``prompt`` (ending in ``ASSISTANT:``) about ``image``; the image
+    is preprocessed in the model's recorded mode (``config.image_aspect_ratio``, GeoChat's ``pad`` when absent)
+    unless ``image_aspect_ratio`` is given."""
     import torch
 
+    from .image_prep import model_image_aspect_ratio
+
     tok = processor.tokenizer
-    inputs = processor(images=image, text=generation_prompt(question), return_tensors="pt").to(model.device)
+    mode = image_aspect_ratio or model_image_aspect_ratio(model)
+    inputs = prompt_inputs(processor, image, prompt, mode).to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     return tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def answer_question(model, processor, image, question: str, max_new_tokens: int = 64,
+                    image_aspect_ratio: str | None = None) -> str:
+    """Greedy answer of the model to ``question`` about ``image`` (PIL), in the vicuna_v1 template, the image
+    preprocessed as in training (:func:`generate_answer`)."""
+    return generate_answer(model, processor, image, generation_prompt(question), max_new_tokens, image_aspect_ratio)
 
 
 def run_inference(cfg: EvalGeoChatConfig, records: list[dict], out_dir: Path,

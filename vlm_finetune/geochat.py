@@ -28,7 +28,9 @@ from typing import Any
 
 import torch
 
+from rs_common.formats.conversation import CHAT_TEMPLATE
 from rs_common.weights import read_json
+from vlm_finetune.image_prep import DEFAULT_MODE, record_image_aspect_ratio
 from vlm_finetune.parts import (
     IMAGE_TOKEN,
     PROJECTOR_ACT,
@@ -139,6 +141,7 @@ class GeoChat:
         elif self.image_processor is not None and self.tokenizer is not None:
             self.processor = make_processor(self.image_processor, self.tokenizer, self.model.config.vision_config)
             self.image_processor = self.processor.image_processor
+        ensure_chat_template(self.processor)  # folders saved before the processor carried it get it on load
 
     @property
     def main_processor(self):
@@ -161,7 +164,8 @@ class GeoChat:
         if self.image_processor is None:
             raise GeoChatError("no image processor (preprocessor_config.json) to pair with the tokenizer")
         finish_tokens(self.model, tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-        self.processor = make_processor(self.image_processor, tokenizer, self.model.config.vision_config)
+        self.processor = make_processor(self.image_processor, tokenizer, self.model.config.vision_config,
+                                        chat_template=CHAT_TEMPLATE)
         self.image_processor, self.tokenizer = self.processor.image_processor, tokenizer
 
     def swap_vision_tower(self, vision_dir, reinit_projector: bool = False, *, image_size: int | None = None,
@@ -190,7 +194,8 @@ class GeoChat:
 
 def assemble_geochat(vision_dir, llm_dir_or_config, projector=None, *, tokenizer=None, image_size: int | None = None,
                      dtype: torch.dtype | None = None, image_token_index: int | None = None,
-                     pad_to_multiple_of: int | None = None, chat_template: str | None = None) -> GeoChat:
+                     pad_to_multiple_of: int | None = None, chat_template: str | None = None,
+                     image_aspect_ratio: str = DEFAULT_MODE) -> GeoChat:
     """Build GeoChat as a ``LlavaForConditionalGeneration``; returns its :class:`GeoChat` handle.
 
     ``vision_dir``: a Hugging Face CLIP vision directory (weights + ``preprocessor_config.json``).
@@ -198,6 +203,9 @@ def assemble_geochat(vision_dir, llm_dir_or_config, projector=None, *, tokenizer
     ``projector``: mlp2x_gelu weights (LLaVA's ``mm_projector.bin``, a dict or a file); None = fresh init.
     ``tokenizer``: a tokenizer or its directory; None = the LLM directory's tokenizer when it has one.
     ``image_size``: resize the tower's position grid to this many px (GeoChat: 504); None keeps the tower's.
+    ``chat_template``: the processor's Jinja chat template; None = vicuna_v1 (:data:`CHAT_TEMPLATE`).
+    ``image_aspect_ratio``: the image preprocessing recorded in ``config.image_aspect_ratio``
+    (:mod:`vlm_finetune.image_prep`; GeoChat's ``pad``).
 
     The handle's ``processor`` is a LlavaProcessor (image processor at ``image_size`` + the tokenizer with
     ``<image>``) when a tokenizer is known, else None and ``image_processor`` the sized CLIPImageProcessor alone
@@ -234,10 +242,12 @@ def assemble_geochat(vision_dir, llm_dir_or_config, projector=None, *, tokenizer
     if projector is not None:
         load_projector_weights(model, projector)
     finish_tokens(model, tokenizer, image_token_index=image_token_index, pad_to_multiple_of=pad_to_multiple_of)
+    record_image_aspect_ratio(model, image_aspect_ratio)
     model.eval()
     if tokenizer is None:
         return GeoChat(model, image_processor=image_processor)
-    return GeoChat(model, make_processor(image_processor, tokenizer, tower.config, chat_template=chat_template))
+    return GeoChat(model, make_processor(image_processor, tokenizer, tower.config,
+                                         chat_template=chat_template or CHAT_TEMPLATE))
 
 
 def swap_vision_tower(model, vision_dir, reinit_projector: bool = False, *, image_size: int | None = None,
@@ -288,10 +298,26 @@ def swap_vision_tower(model, vision_dir, reinit_projector: bool = False, *, imag
     return model
 
 
+def ensure_chat_template(processor) -> None:
+    """Give a LlavaProcessor without a chat template the vicuna_v1 one (:data:`CHAT_TEMPLATE`), so
+    ``processor.apply_chat_template(messages)`` renders GeoChat's prompt; other processors and set templates are
+    left alone."""
+    if processor is not None and hasattr(processor, "apply_chat_template") and hasattr(processor, "image_processor") \
+            and not getattr(processor, "chat_template", None):
+        processor.chat_template = CHAT_TEMPLATE
+
+
 def save_geochat(model, processor, output_dir, max_shard_size: str | int = "5GB") -> Path:
-    """``save_pretrained`` the model and its processor (LlavaProcessor or image processor) into ``output_dir``."""
+    """``save_pretrained`` the model and its processor (LlavaProcessor or image processor) into ``output_dir``.
+
+    The saved folder always carries ``config.image_aspect_ratio`` (GeoChat's ``pad`` when the model records none) and
+    a LlavaProcessor's vicuna_v1 chat template (``chat_template.jinja``)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    config = getattr(model, "config", None)
+    if config is not None and not getattr(config, "image_aspect_ratio", None):
+        record_image_aspect_ratio(model, DEFAULT_MODE)
+    ensure_chat_template(processor)
     model.save_pretrained(str(out), max_shard_size=max_shard_size)
     if processor is not None:
         processor.save_pretrained(str(out))

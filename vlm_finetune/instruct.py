@@ -1,4 +1,5 @@
-"""GeoChat instruction data: build LLaVA records (:mod:`rs_common.formats.llava_record`) from stage-0 datasets.
+"""GeoChat instruction data: build LLaVA records (:mod:`rs_common.formats.llava_record`) from stage-0 datasets,
+RSVQA and GeoChat-Bench.
 
 :func:`build_instruct` turns the records of :func:`shards.readers.read_records` into single-turn samples, one per
 task that the record's annotations allow:
@@ -12,9 +13,13 @@ task that the record's annotations allow:
   phrase.`` (the class list of that dataset given before it)
 - ``caption``: caption datasets, ``Describe the image in detail.`` -> one of the human captions
 
+``rsvqa:`` and ``geochat-bench:`` inputs give their questions and answers as they are
+(:mod:`vlm_finetune.instruct_sources`). The samples of one image become single- or multi-turn records by the
+``turns`` setting (:mod:`vlm_finetune.instruct_turns`).
+
 Boxes use :mod:`vlm_finetune.boxes` (0-100 grid, oriented when the source has an OBB). The sampling (which object,
-which caption, which absent class) is seeded per image from ``(seed, source, rel_path)``: the output does not depend
-on the order of the inputs nor on Python's hash seed.
+which caption, which absent class, the order of the rounds) is seeded per image from ``(seed, source, rel_path)``:
+the output does not depend on the order of the inputs nor on Python's hash seed.
 """
 
 from __future__ import annotations
@@ -28,12 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rs_common.config import ConfigError
+from rs_common.files import atomic_write_text
 from rs_common.formats.llava_record import make_record, read_records
+from vlm_finetune.instruct_report import write_instruct_report
+from vlm_finetune.instruct_sources import (
+    CLS_SUFFIX,
+    SOURCE_FORMATS,
+    VQA_SUFFIX,
+    SourceCounts,
+    read_source,
+    source_root,
+)
+from vlm_finetune.instruct_turns import TURN_MODES, assemble, turn_summary, unique_ids
 
 logger = logging.getLogger(__name__)
 
-VQA_SUFFIX = "Answer the question using a single word or phrase."
-CLS_SUFFIX = "Classify the image from the following classes. Answer in one word or a short phrase."
 TASKS = ("refer", "grounding", "identify", "region_caption", "count", "presence", "scene", "caption")
 POSITIONS = (("top left", "top", "top right"), ("left", "centre", "right"), ("bottom left", "bottom", "bottom right"))
 
@@ -61,15 +75,25 @@ def read_instruct_json(path) -> list[dict]:
 @dataclass
 class InstructConfig:
     input: list[str] = field(default_factory=list, metadata={
-        "help": "datasets as FORMAT:PATH (formats of shards.readers: coco dota voc mask captions folders)"})
+        "help": "datasets as FORMAT:PATH: the formats of shards.readers (coco dota voc mask captions folders), "
+                "rsvqa:DIR|*_questions.json (RSVQA-LR/HR json), geochat-bench:FILE.jsonl (GeoChat-Bench questions)"})
     output: str | None = field(default=None, metadata={"help": "the LLaVA-format json to write", "metavar": "JSON"})
     image_root: str | None = field(default=None, metadata={
         "help": "folder the 'image' paths are relative to (fine-tuning's --images); default: the deepest folder "
                 "holding every input"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling (per image mixed with source and path)"})
-    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": "tasks to make: " + " ".join(TASKS)})
+    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={
+        "help": "tasks to make from stage-0 datasets (rsvqa / geochat-bench inputs are converted whole): "
+                + " ".join(TASKS)})
     max_boxes_per_phrase: int = field(default=10, metadata={"help": "grounding: at most this many boxes per phrase"})
     max_objects: int = field(default=100, metadata={"help": "images with more objects are skipped for box tasks"})
+    turns: str = field(default="single", metadata={
+        "help": "single: one question per record; multi: the questions of an image as conversations of up to "
+                "max_turns rounds (<image> in the first only); both: the single-turn records and the multi-turn ones"})
+    max_turns: int = field(default=3, metadata={"help": "rounds per multi-turn conversation (turns multi/both)"})
+    bench_images: str | None = field(default=None, metadata={
+        "help": "folder the image names of geochat-bench inputs are in (or in its <file stem>/ folder); default: "
+                "the jsonl's folder", "metavar": "DIR"})
 
     def validate(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
@@ -83,6 +107,10 @@ class InstructConfig:
             raise ConfigError(f"max_objects must be >= 1, got {self.max_objects}")
         if not self.tasks:
             raise ConfigError(f"tasks must name at least one of {', '.join(TASKS)}")
+        if self.turns not in TURN_MODES:
+            raise ConfigError(f"turns must be one of {', '.join(TURN_MODES)}, got {self.turns!r}")
+        if self.max_turns < 2:
+            raise ConfigError(f"max_turns must be >= 2 (rounds of a multi-turn conversation), got {self.max_turns}")
 
 
 def parse_input(item: str) -> tuple[str, str]:
@@ -210,58 +238,99 @@ def default_image_root(paths) -> Path:
     return Path(os.path.commonpath(resolved)) if resolved else Path.cwd()
 
 
-def build_instruct(inputs, cfg: InstructConfig | None = None, seed: int | None = None, image_root=None,
-                   stats: dict | None = None) -> list[dict]:
-    """Instruction records from stage-0 datasets ``inputs`` = ``[(fmt, path), ...]``; ``image`` paths are relative
-    to ``image_root`` (default ``cfg.image_root``, else the deepest folder holding every input). Deterministic for
-    a seed. ``stats`` (a dict) receives per-task counts and skipped records."""
+def _relative_image(path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        raise InstructError(f"image {path} is not under the image root {root}; "
+                            "give an image_root holding every input") from None
+
+
+def _dataset_groups(fmt: str, path: str, cfg: InstructConfig, seed: int, root: Path, stats: dict) -> list:
+    """``(image id, single-turn samples)`` of each image of a stage-0 dataset; images counted in ``stats``."""
     from shards.build_config import BuildConfig
     from shards.readers import read_records
     from shards.record import Record
 
+    source = f"{fmt}:{Path(path).name}"
+    try:
+        items = list(read_records(fmt, Path(path), source, BuildConfig()))
+    except (ValueError, FileNotFoundError) as exc:
+        raise InstructError(str(exc)) from None
+    # readers yield DatasetIssues (e.g. an annotation of no image) between their records: counted, not samples
+    records = [r for r in items if isinstance(r, Record)]
+    stats["dataset_issues"] = stats.get("dataset_issues", 0) + len(items) - len(records)
+    records.sort(key=lambda r: r.rel_path)
+    classes = sorted({_human(o.cls) for r in records for o in r.objects})
+    scene_classes = sorted({_human(r.label) for r in records if r.label is not None})
+    counts = SourceCounts("image")
+    groups = []
+    for record in records:
+        counts.read += 1
+        where = str(record.image_path)
+        if any(i.level == "record" for i in record.issues) or not Path(record.image_path).is_file():
+            stats["skipped"] += 1
+            counts.skip("missing_image" if not Path(record.image_path).is_file() else "record_issue", where)
+            continue
+        image = _relative_image(record.image_path, root)
+        samples = samples_for_record(record, image, set(cfg.tasks), classes, scene_classes, seed, cfg)
+        if not samples:
+            counts.skip("no_task_applies", where)
+            continue
+        counts.written += 1
+        groups.append((f"{record.source}/{record.rel_path}", samples))
+    stats["sources"][f"{fmt}:{path}"] = counts.as_dict()
+    return groups
+
+
+def _source_groups(fmt: str, path: str, cfg: InstructConfig, root: Path, stats: dict) -> list:
+    """``(image id, single-turn samples)`` of each image of an ``rsvqa:`` / ``geochat-bench:`` input."""
+    counts = SourceCounts("question" if fmt == "rsvqa" else "line")
+    images = read_source(fmt, path, cfg.bench_images, counts, InstructError)
+    groups = []
+    for group in images:
+        image = _relative_image(group.image, root)
+        groups.append((group.base_id, [make_record(rid, image, question, answer, task=task, **extra)
+                                       for rid, task, question, answer, extra in group.items]))
+    stats["sources"][f"{fmt}:{path}"] = counts.as_dict()
+    return groups
+
+
+def build_instruct(inputs, cfg: InstructConfig | None = None, seed: int | None = None, image_root=None,
+                   stats: dict | None = None) -> list[dict]:
+    """Instruction records from ``inputs`` = ``[(fmt, path), ...]`` (stage-0 datasets, ``rsvqa``,
+    ``geochat-bench``); ``image`` paths are relative to ``image_root`` (default ``cfg.image_root``, else the deepest
+    folder holding every input's images). Single- or multi-turn by ``cfg.turns`` (:mod:`vlm_finetune.instruct_turns`).
+    Deterministic for a seed. ``stats`` (a dict) receives rounds per task, records by rounds, per-input counts
+    (read = written + skipped by reason) and skipped stage-0 images."""
     cfg = cfg or InstructConfig()
     seed = cfg.seed if seed is None else seed
-    tasks = set(cfg.tasks)
     inputs = [parse_input(i) if isinstance(i, str) else tuple(i) for i in inputs]
     if not inputs:
         raise InstructError("no inputs: give at least one FORMAT:PATH")
-    root = Path(image_root or cfg.image_root or default_image_root([p for _, p in inputs])).resolve()
-    build_cfg = BuildConfig()
+    if cfg.turns not in TURN_MODES:
+        raise InstructError(f"turns must be one of {', '.join(TURN_MODES)}, got {cfg.turns!r}")
+    root = Path(image_root or cfg.image_root or default_image_root(
+        [source_root(f, p, cfg.bench_images) for f, p in inputs])).resolve()
     stats = stats if stats is not None else {}
     stats.setdefault("skipped", 0)
-    stats.setdefault("tasks", {})
-    out: list[dict] = []
+    stats.setdefault("sources", {})
+    groups = []
     for fmt, path in inputs:
-        source = f"{fmt}:{Path(path).name}"
-        try:
-            items = list(read_records(fmt, Path(path), source, build_cfg))
-        except (ValueError, FileNotFoundError) as exc:
-            raise InstructError(str(exc)) from None
-        # readers yield DatasetIssues (e.g. an annotation of no image) between their records: counted, not samples
-        records = [r for r in items if isinstance(r, Record)]
-        stats["dataset_issues"] = stats.get("dataset_issues", 0) + len(items) - len(records)
-        records.sort(key=lambda r: r.rel_path)
-        classes = sorted({_human(o.cls) for r in records for o in r.objects})
-        scene_classes = sorted({_human(r.label) for r in records if r.label is not None})
-        for record in records:
-            if any(i.level == "record" for i in record.issues) or not Path(record.image_path).is_file():
-                stats["skipped"] += 1
-                continue
-            try:
-                image = Path(record.image_path).resolve().relative_to(root).as_posix()
-            except ValueError:
-                raise InstructError(f"image {record.image_path} is not under the image root {root}; "
-                                    "give an image_root holding every input") from None
-            for s in samples_for_record(record, image, tasks, classes, scene_classes, seed, cfg):
-                stats["tasks"][s["task"]] = stats["tasks"].get(s["task"], 0) + 1
-                out.append(s)
+        if fmt in SOURCE_FORMATS:
+            groups += _source_groups(fmt, path, cfg, root, stats)
+        else:
+            groups += _dataset_groups(fmt, path, cfg, seed, root, stats)
+    out = [rec for base, samples in groups for rec in assemble(samples, base, cfg.turns, cfg.max_turns, seed)]
+    stats["renamed_ids"] = unique_ids(out)
+    stats.update(turn_summary(out))
     stats["image_root"] = str(root)
     stats["records"] = len(out)
     return out
 
 
 def run_build_instruct(cfg: InstructConfig) -> dict:
-    """The CLI: build, write ``cfg.output`` (json list), return a summary (image root, counts)."""
+    """The CLI: build, write ``cfg.output`` (json list) and its report, return a summary (image root, counts)."""
     if not cfg.output:
         raise InstructError("--output JSON is required")
     out = Path(cfg.output)
@@ -272,36 +341,11 @@ def run_build_instruct(cfg: InstructConfig) -> dict:
     stats: dict = {}
     data = build_instruct(cfg.input, cfg, stats=stats)
     if not data:
+        skipped = {name: c["skipped"] for name, c in stats.get("sources", {}).items() if c["skipped"]}
         raise InstructError(f"no instruction records from {', '.join(cfg.input)} for tasks {', '.join(cfg.tasks)} "
-                            f"({stats.get('skipped', 0)} images skipped); nothing written to {out}")
+                            f"({stats.get('skipped', 0)} images skipped; skipped by input: {skipped or 'none'}); "
+                            f"nothing written to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
+    atomic_write_text(out, json.dumps(data, indent=1))
     report = write_instruct_report(data, Path(stats["image_root"]), out.with_name(out.stem + "_report.html"))
     return {"output": str(out), "report": str(report), **stats}
-
-
-def write_instruct_report(records: list[dict], image_root: Path, path: Path, per_task: int = 3) -> Path:
-    """A self-contained HTML page: for each task a few records, the image with every box of the conversation drawn
-    (question boxes blue, answer boxes red) and the turns as text, so a person can check the boxes land."""
-    from rs_common import report_kit as kit
-    from vlm_finetune.boxes import parse_boxes
-    from vlm_finetune.report import draw_grid_boxes, thumbnail
-
-    by_task: dict[str, list[dict]] = {}
-    for rec in records:
-        by_task.setdefault(rec.get("task", "?"), []).append(rec)
-    cards = []
-    for task, recs in sorted(by_task.items()):
-        for rec in recs[:per_task]:
-            img = thumbnail(image_root / rec["image"], 320)
-            turns = rec["conversations"]
-            for who, colour in (("human", (40, 90, 230)), ("gpt", (230, 30, 30))):
-                draw_grid_boxes(img, parse_boxes(" ".join(t["value"] for t in turns if t["from"] == who)).boxes, colour)
-            text = "".join(f"<p><b>{kit.esc(t['from'])}:</b> {kit.esc(t['value'])}</p>" for t in turns)
-            cards.append(kit.card(kit.img_tag(img, quality=82),
-                                  f"<div><b>{kit.esc(task)}</b> - {kit.esc(rec.get('id', ''))}</div>", text))
-    counts = ", ".join(f"{kit.esc(t)} {len(r)}" for t, r in sorted(by_task.items()))
-    intro = (f"<p>{len(records)} records: {counts}. Boxes from the question in blue, from the answer in red "
-             "(0-100 grid, see vlm_finetune/boxes.py).</p>")
-    path.write_text(kit.html_page("GeoChat instruction data", [intro, kit.grid(cards)]))
-    return path

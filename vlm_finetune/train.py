@@ -1,8 +1,10 @@
 """GeoChat LoRA fine-tuning on an HF Llava GeoChat directory with the HF Trainer.
 
 GeoChat's recipe (REFERENCE.md): LoRA r 64, alpha 16, dropout 0.05 on every nn.Linear of the language model except
-``lm_head``; vision tower frozen; projector frozen in the released script (``train_projector`` here, default on: a
-swapped RS vision tower needs its projector trained); lr 2e-4, cosine, warmup 3 %, bf16, max length 2048.
+``lm_head``; vision tower and projector frozen as in the released script (``train_projector`` trains the projector: set it
+when a swapped RS vision tower needs its projector trained); lr 2e-4, cosine, warmup 3 %, bf16, max length 2048.
+GeoChat's/LLaVA's own flags (``--data_path``, ``--lora_enable``, every TrainingArguments field) are read by
+:mod:`vlm_finetune.llava_flags`; the TrainingArguments are built by :mod:`vlm_finetune.train_args`.
 
 Outputs: ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA merged in, ``save_geochat``, loads with
 ``load_geochat``), ``OUTPUT/checkpoint-*`` (Trainer checkpoints, ``--resume``), ``OUTPUT/finetune.json`` (summary),
@@ -32,6 +34,7 @@ from torch import nn
 from rs_common.config import ConfigError, to_dict
 from rs_common.recipes import global_batch_problem, record_recipe
 from vlm_finetune.data import FinetuneError
+from vlm_finetune.train_args import check_trainer_args, checkpointing_args, training_arguments  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ class FinetuneConfig:
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    train_projector: bool = field(default=True, metadata={"help": "train the mlp2x_gelu projector (modules_to_save)"})
+    train_projector: bool = field(default=False, metadata={
+        "help": "train the mlp2x_gelu projector too (modules_to_save); off = frozen, as GeoChat's released script"})
     freeze_vision_tower: bool = field(default=True, metadata={"help": "keep the CLIP vision tower frozen"})
     learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
@@ -54,7 +58,9 @@ class FinetuneConfig:
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     global_batch_size: int = field(default=0, metadata={
         "help": "check at the start: --batch-size x processes (WORLD_SIZE) x --grad-accum must equal this (0 = no check)"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "linear warmup fraction of the steps (< 1)"})
+    warmup_ratio: float = field(default=0.03, metadata={
+        "help": "linear warmup fraction of the optimizer steps (< 1): ceil(ratio x steps) warm-up steps"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps; > 0 wins over warmup_ratio"})
     lr_scheduler: str = field(default="cosine", metadata={"help": "HF scheduler name (cosine, linear, constant, ...)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=2048, metadata={"help": "max tokens per sample (image tokens included)"})
@@ -65,7 +71,8 @@ class FinetuneConfig:
     fsdp: str = field(default="", metadata={"help": "Trainer fsdp option, e.g. 'full_shard auto_wrap'"})
     fsdp_config: str | None = field(default=None, metadata={"help": "FSDP json config, passed to the Trainer"})
     resume: str | None = field(default=None, metadata={
-        "help": "resume from a checkpoint folder, or 'last' for the newest OUTPUT/checkpoint-*"})
+        "help": "resume from a checkpoint folder, or 'latest' for the newest OUTPUT/checkpoint-* (as stage 1; 'last' "
+                "is the same)"})
     report_to: str = field(default="none", metadata={"help": "none or wandb (run offline: WANDB_MODE=offline)"})
     logging_steps: int = field(default=10, metadata={"help": "log every this many steps"})
     save_steps: int = field(default=500, metadata={"help": "checkpoint every this many steps"})
@@ -73,6 +80,9 @@ class FinetuneConfig:
     num_workers: int = field(default=2, metadata={"help": "dataloader workers"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     merge: bool = field(default=True, metadata={"help": "also write OUTPUT/merged (LoRA merged into the weights)"})
+    trainer_args: dict = field(default_factory=dict, metadata={
+        "help": "more transformers TrainingArguments fields, passed to the Trainer as given (JSON, e.g. "
+                "'{\"tf32\": true}'); not the ones the settings above set"})
 
     def validate(self) -> None:
         for key in ("model", "data", "images", "output"):
@@ -99,7 +109,7 @@ class FinetuneConfig:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.max_steps < -1 or self.max_steps == 0:
             raise ConfigError(f"max_steps must be >= 1, or -1 to let epochs decide, got {self.max_steps}")
-        for key in ("save_total_limit", "num_workers", "seed", "global_batch_size"):
+        for key in ("save_total_limit", "num_workers", "seed", "global_batch_size", "warmup_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.weight_decay < 0:
@@ -149,27 +159,18 @@ def prepare_model(model, cfg: FinetuneConfig):
     return peft_model
 
 
-def checkpointing_args(enabled: bool) -> dict:
-    """TrainingArguments' activation-checkpointing settings under the name this transformers has: 5.x renamed
-    ``gradient_checkpointing`` to ``activation_checkpointing`` and warns on every run given the old name."""
-    import inspect
-
-    from transformers import TrainingArguments
-
-    name = ("activation_checkpointing" if "activation_checkpointing" in inspect.signature(TrainingArguments).parameters
-            else "gradient_checkpointing")
-    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+RESUME_NEWEST = ("latest", "last")  # stage 1's word, and this stage's older one
 
 
-def _resume_arg(cfg: FinetuneConfig):
+def resume_checkpoint(cfg: FinetuneConfig):
     if not cfg.resume:
         return None
-    if cfg.resume == "last":
+    if cfg.resume in RESUME_NEWEST:
         from transformers.trainer_utils import get_last_checkpoint
 
         last = get_last_checkpoint(cfg.output) if Path(cfg.output).is_dir() else None
         if last is None:
-            raise FinetuneError(f"--resume last: no checkpoint-* in {cfg.output}")
+            raise FinetuneError(f"--resume {cfg.resume}: no checkpoint-* in {cfg.output}")
         return last
     if not Path(cfg.resume).is_dir():
         raise FinetuneError(f"--resume {cfg.resume}: not a checkpoint folder")
@@ -193,6 +194,7 @@ def _check_paths(cfg: FinetuneConfig) -> None:
     schedulers = [s.value for s in SchedulerType]
     if cfg.lr_scheduler not in schedulers:
         raise FinetuneError(f"--lr-scheduler {cfg.lr_scheduler!r} is not one of {', '.join(schedulers)}")
+    check_trainer_args(cfg.trainer_args)
 
 
 def check_inputs(cfg: FinetuneConfig):
@@ -246,17 +248,18 @@ def train(cfg: FinetuneConfig, callbacks=None, recipe: str | Path | None = None)
     process (``rs_common.recipes``)."""
     check_global_batch(cfg)
     screened = check_inputs(cfg)
-    resume = _resume_arg(cfg)
+    resume = resume_checkpoint(cfg)
     with output_lock(cfg.output):
         record = record_recipe(recipe, cfg.output, resuming=resume is not None) if is_main_process() else None
         return _train(cfg, screened, resume, callbacks, record)
 
 
 def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None = None) -> dict:
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     from vlm_finetune.data import GeoChatCollator, GeoChatDataset
     from vlm_finetune.geochat import load_geochat, save_geochat
+    from vlm_finetune.image_prep import record_image_aspect_ratio
 
     bf16 = use_bf16(cfg)
     chat = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -266,6 +269,7 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
     if len(dataset) == 0:
         raise FinetuneError(f"no usable samples in {cfg.data} (dropped: {dataset.screened.describe_drops()}; "
                             f"max_length {cfg.max_length})")
+    record_image_aspect_ratio(model, dataset.image_aspect_ratio)  # saved with the model: inference prepares alike
     model.config.use_cache = False
     targets = lora_target_names(model)  # before peft wraps each linear into base_layer + lora_A/B
     peft_model = prepare_model(model, cfg)
@@ -273,17 +277,7 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info("trainable parameters: %d of %d (%.2f %%)", trainable, total, 100 * trainable / total)
     out = Path(cfg.output)
-    args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        warmup_steps=float(cfg.warmup_ratio), lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay,
-        bf16=bf16, **checkpointing_args(cfg.gradient_checkpointing),
-        deepspeed=cfg.deepspeed, fsdp=cfg.fsdp, fsdp_config=cfg.fsdp_config,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to], logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit or None,  # 0 = keep every checkpoint
-        dataloader_num_workers=cfg.num_workers,
-        remove_unused_columns=False, seed=cfg.seed, data_seed=cfg.seed, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True)
+    args = training_arguments(cfg, bf16, len(dataset))
     trainer = Trainer(model=peft_model, args=args, train_dataset=dataset, callbacks=callbacks,
                       data_collator=GeoChatCollator(processor.tokenizer.pad_token_id))
     result = trainer.train(resume_from_checkpoint=resume)

@@ -21,6 +21,7 @@ IMAGE_TOKEN = "<image>"  # the image placeholder of LLaVA records and prompts
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 ROLES = ("USER", "ASSISTANT")
+ROLES_HF = ("user", "assistant")  # the same roles in transformers chat messages
 SEP = " "
 SEP2 = "</s>"
 IGNORE_INDEX = -100
@@ -130,3 +131,61 @@ def tokenize_with_labels(turns: Sequence, tokenizer, image_token: str = IMAGE_TO
         ids.extend(piece)
         labels.extend(piece)
     return ids, labels
+
+
+def _jinja_text(text: str) -> str:
+    """``text`` as a Jinja string literal."""
+    import json
+
+    return json.dumps(text)
+
+
+# The same template as a Jinja chat template (what ``processor.apply_chat_template(messages)`` renders in plain
+# transformers): an optional leading ``system`` message replaces SYSTEM; ``content`` is a string or a list of
+# ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` items, each image rendered first as ``<image>\n``, then
+# the texts (joined with ``\n``); an empty message renders ``ROLE:``; ``add_generation_prompt`` after a user turn
+# appends ``ASSISTANT:``. No ``<s>``: the tokenizer adds it, as for :func:`build_prompt`'s strings.
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system=" + _jinja_text(SYSTEM) + ", start=0) -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set ns.start = 1 -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
+    "{%- else -%}{%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
+    " | map(attribute='text') | join('\\n') -%}{%- endif -%}"
+    "{%- endif -%}"
+    "{{- ns.system + " + _jinja_text(SEP) + " -}}"
+    "{%- for message in messages[ns.start:] -%}"
+    "{%- set user = loop.index0 % 2 == 0 -%}"
+    "{%- if (message['role'] == 'user') != user -%}"
+    "{{- raise_exception('vicuna_v1: messages must alternate user, assistant (after an optional system message)') -}}"
+    "{%- endif -%}"
+    "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
+    "{%- else -%}"
+    "{%- set images = message['content'] | selectattr('type', 'equalto', 'image') | list -%}"
+    "{%- set texts = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | list -%}"
+    "{%- set text = (" + _jinja_text(IMAGE_TOKEN + "\n") + " * (images | length)) + (texts | join('\\n')) -%}"
+    "{%- endif -%}"
+    "{%- set role = " + _jinja_text(ROLES[0]) + " if user else " + _jinja_text(ROLES[1]) + " -%}"
+    "{%- if text -%}{{- role + ': ' + text + (" + _jinja_text(SEP) + " if user else " + _jinja_text(SEP2) + ") -}}"
+    "{%- else -%}{{- role + ':' -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt and (messages[ns.start:] | length) % 2 == 1 -%}"
+    "{{- " + _jinja_text(ROLES[1] + ":") + " -}}"
+    "{%- endif -%}"
+)
+
+
+def chat_messages(turns: Sequence) -> list[dict]:
+    """``turns`` (LLaVA dicts or strings, human first) as transformers chat messages ``{"role", "content": [...]}``: a
+    leading ``<image>\n`` of a turn becomes an ``{"type": "image"}`` item in front of its text, so
+    ``apply_chat_template`` with :data:`CHAT_TEMPLATE` renders exactly :func:`build_prompt` of ``turns``."""
+    out = []
+    for i, text in enumerate(turn_texts(turns)):
+        text = text or ""
+        content: list[dict] = []
+        if text.startswith(IMAGE_TOKEN + "\n"):
+            content.append({"type": "image"})
+            text = text[len(IMAGE_TOKEN) + 1:]
+        content.append({"type": "text", "text": text})
+        out.append({"role": ROLES_HF[i % 2], "content": content})
+    return out

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rs_common.formats.conversation import IMAGE_TOKEN, ConversationError, turn_texts
 
-__all__ = ["IMAGE_TOKEN", "RecordError", "json_lines", "load_json_records", "make_record", "read_records", "read_text_file",
-           "strip_image_token", "validate_record"]
+__all__ = ["IMAGE_TOKEN", "RecordError", "count_turns", "json_lines", "load_json_records", "make_conversation",
+           "make_record", "qa_pairs", "read_records", "read_text_file", "strip_image_token", "validate_record"]
 
 
 class RecordError(ValueError):
@@ -26,9 +26,31 @@ class RecordError(ValueError):
 def make_record(record_id: str, image: str, question: str, answer: str, **extra) -> dict:
     """A single-turn record: ``<image>\\n`` + ``question`` from human, ``answer`` from gpt; ``extra`` fields (e.g.
     ``task``) are kept beside ``id`` and ``image``."""
-    return {"id": record_id, "image": image, **extra,
-            "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
-                              {"from": "gpt", "value": answer}]}
+    return make_conversation(record_id, image, [(question, answer)], **extra)
+
+
+def make_conversation(record_id: str, image: str, pairs, **extra) -> dict:
+    """A record of one or more ``(question, answer)`` pairs about one image, as consecutive human/gpt turns (GeoChat_
+    Instruct's multi-turn conversations): ``<image>\\n`` opens the first human turn only."""
+    pairs = list(pairs)
+    if not pairs:
+        raise RecordError(f"record {record_id!r}: a conversation needs at least one question and answer")
+    turns = []
+    for k, (question, answer) in enumerate(pairs):
+        turns += [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}" if k == 0 else question},
+                  {"from": "gpt", "value": answer}]
+    return {"id": record_id, "image": image, **extra, "conversations": turns}
+
+
+def qa_pairs(rec: dict) -> list[tuple[str, str]]:
+    """``(question, answer)`` of each round of a record, the image placeholder taken out of the questions."""
+    conv = rec["conversations"]
+    return [(strip_image_token(conv[i]["value"]), conv[i + 1]["value"]) for i in range(0, len(conv) - 1, 2)]
+
+
+def count_turns(rec: dict) -> int:
+    """Question/answer rounds of a record (1 for a single-turn record)."""
+    return len(rec.get("conversations") or []) // 2
 
 
 def strip_image_token(text: str) -> str:
