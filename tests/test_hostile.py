@@ -39,6 +39,10 @@ def test_eval_zeroshot_corpus(tmp_path):
     corpus("eval_zeroshot.py", tmp_path)
 
 
+def test_eval_suite_corpus(tmp_path):
+    corpus("eval_suite.py", tmp_path)
+
+
 def test_export_vision_tower_corpus(tmp_path):
     corpus("export_vision_tower.py", tmp_path)
 

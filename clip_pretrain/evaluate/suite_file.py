@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from clip_pretrain.evaluate.common import EvalError
+from rs_common.errors import first_line
 
 CLASS_TASKS = ("zeroshot", "linear_probe", "knn", "few_shot")
 TASKS = (*CLASS_TASKS, "retrieval", "counting")
@@ -122,8 +123,11 @@ def load_suite(suite: str | Path, data_root: str | Path = "") -> tuple[Path, lis
     path = resolve_suite_path(str(suite))
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:  # one line: file:line and the parser's problem
+        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise EvalError(f"{path}{line}: not a readable YAML suite file ({exc.problem or exc.context})") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise EvalError(f"{path}: not a readable YAML suite file ({exc})") from None
+        raise EvalError(f"{path}: not a readable YAML suite file ({first_line(exc)})") from None
     if not isinstance(raw, list) or not raw:
         raise EvalError(f"{path}: a suite file is a non-empty YAML list of datasets ({{name, tasks, path}})")
     root = Path(os.path.expandvars(os.path.expanduser(str(data_root)))) if str(data_root) else Path.cwd()

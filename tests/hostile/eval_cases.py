@@ -1,4 +1,4 @@
-"""Hostile inputs for the evaluation and export tools: ``eval_retrieval.py``, ``eval_zeroshot.py``,
+"""Hostile inputs for the evaluation and export tools: ``eval_retrieval.py``, ``eval_zeroshot.py``, ``eval_suite.py``,
 ``export_vision_tower.py``."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from tests.hostile.assets import Assets
 from tests.hostile.corpus import Case
 
 RETRIEVAL, ZEROSHOT, EXPORT = "eval_retrieval.py", "eval_zeroshot.py", "export_vision_tower.py"
+SUITE = "eval_suite.py"
 
 
 def weights(ws: Path) -> Path:
@@ -89,6 +90,59 @@ def _a_file(ws: Path) -> Path:
     return path
 
 
+def suite(ws: Path, text: str | None = None, *extra: str, checkpoint: Path | None = None) -> list[str]:
+    """A suite file (``text``, default: one good class-folder set ``aid`` and one retrieval set) beside its data."""
+    scenes = f.scene_folders(ws / "in" / "aid", per_class=3)
+    captions(ws)
+    path = ws / "in" / "suite.yaml"
+    path.write_text(text if text is not None else
+                    f"- {{name: aid, tasks: [zeroshot, knn], path: {scenes}}}\n"
+                    f"- {{name: rsitmd, tasks: [retrieval], path: {ws / 'in' / 'rsitmd'}}}\n")
+    return ["--model", "rs-tiny", "--checkpoint", str(checkpoint or weights(ws)), "--suite", str(path),
+            "--output", str(ws / "out"), "--device", "cpu", "--workers", "0", *extra]
+
+
+def _suite_meta(ws: Path) -> dict:
+    return json.loads((ws / "out" / "suite_meta.json").read_text())
+
+
+def _suite_missing_dataset(ws: Path) -> list[str]:
+    argv = suite(ws)
+    path = ws / "in" / "suite.yaml"
+    path.write_text(path.read_text() + f"- {{name: rsicd, tasks: [retrieval], path: {ws / 'in' / 'nowhere.json'}}}\n")
+    return argv
+
+
+def _suite_one_skipped(ws: Path) -> None:
+    status = {d["name"]: d["status"] for d in _suite_meta(ws)["datasets"]}
+    assert status == {"aid": "ran", "rsitmd": "ran", "rsicd": "skipped"}, status
+
+
+def _suite_corrupt_image(ws: Path) -> list[str]:
+    argv = suite(ws)
+    f.corrupt(sorted((ws / "in" / "aid" / "harbor").iterdir())[-1])  # a test image (the last by name)
+    return argv
+
+
+def _suite_corrupt_counted(ws: Path) -> None:
+    zs = json.loads((ws / "out" / "suite.json").read_text())["zeroshot"]["aid"]
+    assert zs["n_skipped_images"] == 1 and zs["n_images"] == 1, zs
+
+
+def _suite_one_class(ws: Path) -> list[str]:
+    argv = suite(ws)
+    one = f.scene_folders(ws / "in" / "single", classes=("farmland",))
+    path = ws / "in" / "suite.yaml"
+    path.write_text(path.read_text() + f"- {{name: single, tasks: [knn], path: {one}}}\n")
+    return argv
+
+
+def _suite_one_failed(ws: Path) -> None:
+    status = {d["name"]: (d["status"], d.get("reason", "")) for d in _suite_meta(ws)["datasets"]}
+    assert status["single"][0] == "failed" and "at least 2 class folders" in status["single"][1], status
+    assert status["aid"][0] == status["rsitmd"][0] == "ran", status
+
+
 CASES = [
     # eval_retrieval
     Case(RETRIEVAL, "a TorchScript `--checkpoint`", "refused unless `--allow-torchscript`; nothing loaded",
@@ -126,6 +180,22 @@ CASES = [
          output=lambda ws: None),
     Case(ZEROSHOT, "a TorchScript checkpoint", "refused unless `--allow-torchscript`",
          lambda ws: zeroshot(ws, checkpoint=broken_weights(ws, "torchscript")), names=lambda ws: "--allow-torchscript",
+         output=lambda ws: None),
+    # eval_suite
+    Case(SUITE, "a suite file that is not YAML", "one-line error naming it, before the model is built",
+         lambda ws: suite(ws, "- {name: a, tasks: [knn"), names=lambda ws: str(ws / "in" / "suite.yaml"),
+         output=lambda ws: None),
+    Case(SUITE, "a suite entry with an unknown task", "one-line error naming the entry and the known tasks",
+         lambda ws: suite(ws, "- {name: aid, tasks: [linear], path: x}"), names=lambda ws: "entry 1 (aid)",
+         output=lambda ws: None),
+    Case(SUITE, "a dataset of the suite that is not there", "skipped with a line saying so; the others run",
+         _suite_missing_dataset, rc=0, check=_suite_one_skipped),
+    Case(SUITE, "one corrupt image in a class folder", "left out and counted (`n_skipped_images`); the split stays",
+         _suite_corrupt_image, rc=0, check=_suite_corrupt_counted),
+    Case(SUITE, "a class-folder set with one class", "that dataset listed as failed with the reason; the others run",
+         _suite_one_class, rc=0, check=_suite_one_failed),
+    Case(SUITE, "a truncated checkpoint", "one-line error naming it, before anything is embedded",
+         lambda ws: suite(ws, None, checkpoint=broken_weights(ws, "cut")), names=lambda ws: "final.safetensors",
          output=lambda ws: None),
     # export_vision_tower
     Case(EXPORT, "`--model ViT-B-32` for rs-tiny weights", "one-line error naming the model the weights fit (was 1,500 characters)",
