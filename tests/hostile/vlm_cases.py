@@ -96,6 +96,28 @@ def _empty_folder(ws: Path, name: str) -> Path:
     return path
 
 
+def _bench(ws: Path, bench_lines: list[str] | None, answer_lines: list[str]) -> list[str]:
+    """A GeoChat-Bench folder with ``aid.jsonl`` (none when ``bench_lines`` is None) and an answers folder."""
+    bench, answers = ws / "in" / "bench", ws / "in" / "answers"
+    bench.mkdir(parents=True)
+    answers.mkdir(parents=True)
+    if bench_lines is not None:
+        (bench / "aid.jsonl").write_text("\n".join(bench_lines) + "\n")
+    (answers / "aid.jsonl").write_text("\n".join(answer_lines) + "\n")
+    return ["--bench", str(bench), "--answers", str(answers), "--output", str(ws / "out")]
+
+
+AID_LINES = ['{"question_id": "airport/a.jpg", "image": "a.jpg", "text": "Classify", "ground_truth": "airport"}',
+             "not json at all",
+             '{"question_id": "forest/b.jpg", "image": "b.jpg", "text": "Classify", "ground_truth": "forest"}']
+
+
+def _bench_counted(ws: Path) -> None:
+    aid = json.loads((ws / "out" / "metrics.json").read_text())["aid"]
+    assert (aid["n_lines"], aid["n_records"], aid["n_malformed"], aid["n_no_answer"]) == (3, 2, 1, 1), aid
+    assert aid["accuracy"] == 50.0 and aid["answers"]["n_malformed"] == 1, aid
+
+
 CASES = [
     # finetune_geochat
     Case(FINETUNE, "`--learning-rate -1`", "refused before any work",
@@ -137,4 +159,11 @@ CASES = [
          names=lambda ws: "instruct.json", output=lambda ws: None),
     Case(EVAL, "a predictions line that is not an object", "one-line error naming file:line", _bad_predictions,
          names=lambda ws: "predictions.jsonl", output=lambda ws: None),
+    Case(EVAL, "`--bench` on a folder with none of GeoChat-Bench's files", "one-line error naming it and the files",
+         lambda ws: _bench(ws, None, ['{"question_id": "x", "answer": "y"}']), names=lambda ws: str(ws / "in" / "bench"),
+         output=lambda ws: None),
+    Case(EVAL, "a bench line and an answers line that are not JSON objects",
+         "each counted (`n_malformed`), the question without an answer scored wrong; the rest scored",
+         lambda ws: _bench(ws, AID_LINES, ['{"question_id": "airport/a.jpg", "image_id": "a.jpg", "answer": "Air port."}',
+                                           "[1, 2]"]), rc=0, check=_bench_counted),
 ]
