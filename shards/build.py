@@ -47,7 +47,8 @@ from shards.plan import STAGES, BuildPlan, InputSpec  # noqa: F401 - callers bui
 from shards.readers import check_input, read_records
 from shards.readers.eval_sets import check_eval_set, iter_eval_images
 from shards.record import DatasetIssue, Record
-from shards.sample import Sample, build_sample, sample_json_bytes
+from shards.sample import Sample, sample_json_bytes
+from shards.tile_samples import build_samples
 from shards.writer import MemberRef, StagedReader, StagingWriter, write_shard
 
 log = logging.getLogger("shards.build")
@@ -92,7 +93,7 @@ def _init_worker(cfg: BuildConfig) -> None:
 
 
 def _build_chunk(chunk: list[tuple[int, Record]]) -> list[Sample]:
-    return [build_sample(index, record, _Worker.cfg) for index, record in chunk]
+    return [sample for index, record in chunk for sample in build_samples(index, record, _Worker.cfg)]
 
 
 def chunked(items: Iterator, size: int) -> Iterator[list]:
@@ -123,17 +124,22 @@ def bounded_imap(pool, fn, items, max_in_flight: int, chunk: int = 8) -> Iterato
 
 
 def map_samples(items: Iterator[tuple[int, Record]], cfg: BuildConfig) -> Iterator[Sample]:
-    """build_sample over the records, in order, in ``cfg.workers`` processes (0 = this process)."""
+    """build_samples over the records (one sample each, or one per tile of a tiled scene), in order, in
+    ``cfg.workers`` processes (0 = this process)."""
     if cfg.workers == 0:
         _init_worker(cfg)
-        yield from (build_sample(index, record, cfg) for index, record in items)
+        yield from (sample for index, record in items for sample in build_samples(index, record, cfg))
         return
+    # a tiled scene comes back as all its tiles' JPEGs: with tiling on, one scene a task and fewer in flight
+    chunk, in_flight = (1, 2 * cfg.workers) if cfg.tile.size else (8, 4 * cfg.workers)
     with worker_pool(cfg) as pool:
-        yield from bounded_imap(pool, _build_chunk, items, max_in_flight=4 * cfg.workers)
+        yield from bounded_imap(pool, _build_chunk, items, max_in_flight=in_flight, chunk=chunk)
 
 
 def sample_line(sample: Sample, refs: dict[str, MemberRef] | None) -> dict:
     line = {"index": sample.index, "key": sample.key, "source": sample.source, "path": sample.path, "status": sample.status}
+    if sample.tile is not None:
+        line["tile"] = sample.tile
     if sample.status == "ok":
         line.update(phash=f"{sample.phash:016x}", members={k: r.to_json() for k, r in refs.items()}, classes=sample.classes)
     else:
@@ -190,8 +196,13 @@ def load_records(plan: BuildPlan) -> list[dict]:
                 row = json.loads(line)
                 row["node"] = rank
                 rows.append(row)
-    rows.sort(key=lambda r: r["index"])
+    rows.sort(key=lambda r: (r["index"], r.get("tile", -1)))
     return rows
+
+
+def row_id(row: dict) -> str:
+    """A sample's id in dedup.json: its record's global index, ``index.tile`` for a tile of a scene."""
+    return f"{row['index']}.{row['tile']}" if "tile" in row else str(row["index"])
 
 
 def load_dataset_issues(plan: BuildPlan) -> list[dict]:
@@ -244,6 +255,22 @@ def _ref(row: dict) -> dict:
     return {"key": row["key"], "source": row["source"], "path": row["path"], "phash": row["phash"]}
 
 
+def remove_contaminated_scenes(rows: list[dict], removed: dict[str, str]) -> dict[str, str]:
+    """Tiles of one scene never straddle the train/eval split: when a tile is contaminated, every other tile of its
+    scene is removed as ``scene_contaminated`` (added to ``removed``); returns a message per such tile."""
+    hit = {}
+    for row in rows:
+        if "tile" in row and removed.get(row_id(row)) == "contaminated":
+            hit.setdefault(row["index"], row)
+    why = {}
+    for row in rows:
+        if row["index"] in hit and row_id(row) not in removed:
+            removed[row_id(row)] = "scene_contaminated"
+            why[row_id(row)] = (f"{row['path']}: tile {row['key']} dropped: tile {hit[row['index']]['key']} of the same scene "
+                                "matches an image of a --dedup-against set")
+    return why
+
+
 def run_dedup_pass(plan: BuildPlan) -> None:
     done = plan.work / "dedup.json"
     if done.exists():
@@ -259,7 +286,7 @@ def run_dedup_pass(plan: BuildPlan) -> None:
     if len(eval_hashes):
         for hit in find_contaminated(hashes, eval_hashes, threshold, segments):
             row = rows[hit.train]
-            removed[row["index"]] = "contaminated"
+            removed[row_id(row)] = "contaminated"
             contaminated_out.append({
                 "removed": _ref(row),
                 "matched": {"path": eval_paths[hit.matches[0][0]], "phash": f"{int(eval_hashes[hit.matches[0][0]]):016x}"},
@@ -267,17 +294,19 @@ def run_dedup_pass(plan: BuildPlan) -> None:
                 "all_matches": [{"path": eval_paths[e], "distance": d} for e, d in hit.matches],
                 "n_matches": hit.n_matches,
             })
+    why = remove_contaminated_scenes(rows, removed)
     duplicates_out: list[dict] = []
     if plan.cfg.dedup.within:
-        remaining = [i for i, r in enumerate(rows) if r["index"] not in removed]
+        remaining = [i for i, r in enumerate(rows) if row_id(r) not in removed]
         for dup in find_duplicates(hashes[remaining], threshold, segments):
             row, kept = rows[remaining[dup.removed]], rows[remaining[dup.kept]]
-            removed[row["index"]] = "duplicate"
+            removed[row_id(row)] = "duplicate"
             duplicates_out.append({"removed": _ref(row), "matched": _ref(kept), "distance": dup.distance})
     atomic_write_json(plan.output / "duplicates.json", duplicates_out)
     atomic_write_json(plan.output / "contaminated.json", contaminated_out)
     atomic_write_json(done, {
-        "removed": {str(k): v for k, v in sorted(removed.items())},
+        "removed": dict(sorted(removed.items())),
+        "why": why,
         "eval_images": len(eval_paths),
         "eval_skipped": dict(eval_failed),
         "threshold": threshold,
@@ -289,7 +318,7 @@ def run_dedup_pass(plan: BuildPlan) -> None:
 
 def kept_rows(plan: BuildPlan) -> list[dict]:
     removed = json.loads((plan.work / "dedup.json").read_text())["removed"]
-    return [r for r in load_records(plan) if r["status"] == "ok" and str(r["index"]) not in removed]
+    return [r for r in load_records(plan) if r["status"] == "ok" and row_id(r) not in removed]
 
 
 def shard_assignment(n_kept: int, shard_size: int) -> list[range]:
@@ -349,11 +378,43 @@ def empty_counts() -> dict:
 def row_objects(row: dict, removed: dict[str, str]) -> Counter:
     """A row's object counts; the objects of an image removed by de-duplication count as dropped with it."""
     objects = Counter(row.get("objects", {}))
-    why = removed.get(str(row["index"]))
+    why = removed.get(row_id(row))
     if why is not None and objects.get("kept"):
         objects[f"dropped:{why}"] += objects.pop("kept")
         objects.pop("clipped", None)
     return objects
+
+
+def count_row(counts: dict, row: dict, removed: dict[str, str]) -> None:
+    counts["read"] += 1
+    if row["status"] != "ok":
+        counts["skipped"][row["reason"]] += 1
+    elif row_id(row) in removed:
+        why = removed[row_id(row)]
+        if why in ("duplicate", "contaminated"):
+            counts["duplicates" if why == "duplicate" else "contaminated"] += 1
+        else:  # scene_contaminated: a tile of a scene another of whose tiles is contaminated
+            counts["skipped"][why] += 1
+    else:
+        counts["written"] += 1
+
+
+def scene_tally(rows: list[dict], removed: dict[str, str]) -> dict:
+    """report.json's ``scenes``: records read = whole + tiled + sum(skipped) (skipped before any tile was cut), and
+    ``tiles``: the tiles of the tiled scenes, read = written + sum(skipped) + duplicates + contaminated."""
+    scenes = {"read": 0, "whole": 0, "tiled": 0, "skipped": Counter()}
+    tiles = empty_counts()
+    for row in rows:
+        if "tile" in row:
+            count_row(tiles, row, removed)
+            scenes["tiled"] += row["tile"] == 0
+        elif row["status"] != "ok":
+            scenes["skipped"][row["reason"]] += 1
+        else:
+            scenes["whole"] += 1
+    scenes["read"] = scenes["whole"] + scenes["tiled"] + sum(scenes["skipped"].values())
+    return {**scenes, "skipped": dict(sorted(scenes["skipped"].items())),
+            "tiles": {**tiles, "skipped": dict(sorted(tiles["skipped"].items()))}}
 
 
 def tally(rows: list[dict], removed: dict[str, str], sources: list[str], dataset_issues: list[dict] = ()) -> dict:
@@ -364,13 +425,7 @@ def tally(rows: list[dict], removed: dict[str, str], sources: list[str], dataset
     objects: Counter = Counter()
     for row in rows:
         for counts in (total, per_source[row["source"]]):
-            counts["read"] += 1
-            if row["status"] != "ok":
-                counts["skipped"][row["reason"]] += 1
-            elif str(row["index"]) in removed:
-                counts["duplicates" if removed[str(row["index"])] == "duplicate" else "contaminated"] += 1
-            else:
-                counts["written"] += 1
+            count_row(counts, row, removed)
         objects.update(row_objects(row, removed))
     for issue in dataset_issues:  # annotations no image took
         objects["read"] += issue["objects"]
@@ -380,6 +435,7 @@ def tally(rows: list[dict], removed: dict[str, str], sources: list[str], dataset
         return {**c, "skipped": dict(sorted(c["skipped"].items()))}
 
     out = plain(total)
+    out["scenes"] = scene_tally(rows, removed)
     out["sources"] = {name: plain(c) for name, c in per_source.items()}
     out["objects"] = {
         "read": objects.get("read", 0), "kept": objects.get("kept", 0), "clipped": objects.get("clipped", 0),
@@ -413,7 +469,7 @@ def report_samples(plan: BuildPlan, rows: list[dict], limit: int) -> list[dict]:
     return samples
 
 
-def write_issue_log(plan: BuildPlan, rows: list[dict], dataset_issues: list[dict] = ()) -> list[dict]:
+def write_issue_log(plan: BuildPlan, rows: list[dict], dataset_issues: list[dict] = (), why: dict | None = None) -> list[dict]:
     """Every skip and object-level problem with its file:line message, one JSON object a line, each once;
     problems that belong to no image come last with ``key`` null."""
     examples: dict[str, dict] = {}
@@ -427,6 +483,8 @@ def write_issue_log(plan: BuildPlan, rows: list[dict], dataset_issues: list[dict
             items = list(row.get("issues", []))
             if row["status"] != "ok":
                 items.insert(0, {"reason": row["reason"], "message": row["message"]})
+            elif why and row_id(row) in why:
+                items.insert(0, {"reason": "scene_contaminated", "message": why[row_id(row)]})
             seen: set[tuple[str, str]] = set()
             for item in items:
                 if (item["reason"], item["message"]) not in seen:
@@ -446,7 +504,7 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
     rows = load_records(plan)
     dedup = json.loads((plan.work / "dedup.json").read_text())
     removed = dedup["removed"]
-    kept = [r for r in rows if r["status"] == "ok" and str(r["index"]) not in removed]
+    kept = [r for r in rows if r["status"] == "ok" and row_id(r) not in removed]
     shards = shard_assignment(len(kept), plan.cfg.writer.shard_size)
     shard_list = [{"name": SHARD_PATTERN.format(s), "samples": len(rng)} for s, rng in enumerate(shards)]
     for entry in shard_list:
@@ -462,7 +520,7 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
     counts["timing"] = {"hash_pass_seconds": round(hash_seconds, 2), "images_per_s": round(counts["read"] / hash_seconds, 2) if hash_seconds else None}
     if started is not None:
         counts["timing"]["seconds"] = round(time.perf_counter() - started, 2)
-    examples = write_issue_log(plan, rows, dataset_issues)
+    examples = write_issue_log(plan, rows, dataset_issues, dedup.get("why"))
     atomic_write_json(plan.output / "sizes.json", {e["name"]: e["samples"] for e in shard_list})  # after the shards
     atomic_write_json(plan.output / "report.json", counts)
     class_counts: Counter = Counter()

@@ -120,6 +120,36 @@ class DedupConfig:
 
 
 @dataclass
+class TileConfig:
+    size: int = field(
+        default=0,
+        metadata={"help": "cut detection and mask scenes with a side over this many pixels into size x size tiles, one sample "
+                          "each, DOTA_devkit's way (0 = off: only scenes over image.max_pixels are tiled, see too_large)"},
+    )
+    overlap: int = field(default=200, metadata={"help": "pixels shared by neighbouring tiles (tiles step size - overlap; DOTA_devkit's gap)"})
+    min_visible: float = field(
+        default=0.7, metadata={"help": "an object is kept in a tile when at least this share of its area is inside (DOTA_devkit's thresh)"}
+    )
+    too_large: str = field(
+        default="tile",
+        metadata={"help": "detection and mask scenes over image.max_pixels: 'tile' them (at tile.size, or too_large_size when "
+                          "tile.size is 0) or 'skip' them as too_large"},
+    )
+    too_large_size: int = field(default=1024, metadata={"help": "tile size for scenes over image.max_pixels when tile.size is 0"})
+
+    def validate(self) -> None:
+        if self.size < 0 or self.too_large_size < 1:
+            raise ConfigError(f"tile.size must be >= 0 and tile.too_large_size >= 1, got {self.size} and {self.too_large_size}")
+        for size in (self.size, self.too_large_size):
+            if size and not 0 <= self.overlap < size:
+                raise ConfigError(f"tile.overlap must be in 0..{size - 1} (below the tile size {size}), got {self.overlap}")
+        if not 0.0 < self.min_visible <= 1.0:
+            raise ConfigError(f"tile.min_visible must be in (0, 1], got {self.min_visible}")
+        if self.too_large not in ("tile", "skip"):
+            raise ConfigError(f"tile.too_large must be 'tile' or 'skip', got {self.too_large!r}")
+
+
+@dataclass
 class WriterConfig:
     shard_size: int = field(default=1000, metadata={"help": "samples per tar shard"})
     keep_work: bool = field(default=False, metadata={"help": "keep the staged parts under OUTPUT/_work after a build"})
@@ -154,11 +184,12 @@ class BuildConfig:
     captions: CaptionSetConfig = field(default_factory=CaptionSetConfig)
     folders: FolderConfig = field(default_factory=FolderConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    tile: TileConfig = field(default_factory=TileConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> None:
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        for section in (self.image, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.writer, self.report):
+        for section in (self.image, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.tile, self.writer, self.report):
             section.validate()

@@ -153,6 +153,8 @@ def run_build_command(cmd: BuildCommand) -> int:
         signal.signal(signal.SIGTERM, previous)
     if report is not None:
         summary = {k: report[k] for k in ("read", "written", "skipped", "duplicates", "contaminated", "shards")}
+        if report["scenes"]["tiled"]:  # the counts above are samples: whole images and tiles
+            summary["scenes"] = {k: report["scenes"][k] for k in ("read", "whole", "tiled", "skipped")}
         print(json.dumps(summary))
         print(f"report: {output / 'report.html'}")
     return 0

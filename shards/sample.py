@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from rs_common.errors import SampleSkip
 from rs_common.formats.shard_sample import make_key, meta_json_bytes
@@ -20,6 +21,9 @@ from shards.imageio import LoadedImage, jpeg_bytes, load_image
 from shards.m2b import boxes_from_mask
 from shards.readers.masks import load_mask
 from shards.record import Issue, ObjectAnn, Record
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Sample:
     object_counts: dict = field(default_factory=dict)  # {"read", "kept", "clipped", "dropped:<reason>"}
     issues: list[Issue] = field(default_factory=list)
     classes: dict = field(default_factory=dict)  # display class name -> objects kept
+    tile: int | None = None  # the tile's ordinal in its scene's grid (shards.tiling); None for a whole image
 
 
 def clip_objects(objects: list[ObjectAnn], width: int, height: int, cfg: BuildConfig, where: str) -> tuple[list[ObjectAnn], Counter, list[Issue]]:
@@ -82,19 +87,25 @@ def scaled(obj: ObjectAnn, scale: float) -> ObjectAnn:
     )
 
 
-def mask_objects(record: Record, loaded: LoadedImage, cfg: BuildConfig) -> list[ObjectAnn]:
-    """M2B: boxes from the record's mask (in original image pixels)."""
+def record_mask(record: Record, size: tuple[int, int]) -> "np.ndarray":
+    """The record's mask, checked to be ``size`` (width, height) like its image."""
     try:
         mask = load_mask(record.mask_path)
     except FileNotFoundError:
         raise SampleSkip("missing_mask", f"{record.mask_path}: mask file not found") from None
     except (OSError, ValueError) as exc:
         raise SampleSkip("corrupt_mask", f"{record.mask_path}: cannot read mask ({exc})") from None
-    if (mask.shape[1], mask.shape[0]) != loaded.orig_size:
+    if (mask.shape[1], mask.shape[0]) != tuple(size):
         raise SampleSkip(
             "mask_size_mismatch",
-            f"{record.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, image {record.image_path} is {loaded.orig_size[0]}x{loaded.orig_size[1]}",
+            f"{record.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, image {record.image_path} is {size[0]}x{size[1]}",
         )
+    return mask
+
+
+def mask_objects(record: Record, loaded: LoadedImage, cfg: BuildConfig) -> list[ObjectAnn]:
+    """M2B: boxes from the record's mask (in original image pixels)."""
+    mask = record_mask(record, loaded.orig_size)
     objects = boxes_from_mask(mask, record.mask_classes or {}, cfg.masks.ignore, cfg.masks.min_area)
     if not objects:
         raise SampleSkip("empty_mask", f"{record.mask_path}: no class region of at least {cfg.masks.min_area} px")
@@ -163,27 +174,7 @@ def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sam
     rng = random.Random(f"{cfg.b2c.seed}:{base['key']}")
     captions = choose_captions(record, objects, loaded, cfg, rng)
     written = [scaled(o, loaded.scale) for o in objects]
-    out_w, out_h = loaded.size
-    meta = {
-        "key": base["key"],
-        "captions": captions,
-        "source": record.source,
-        "rel_path": record.rel_path,  # relative to the dataset root: shards never carry a machine's absolute paths
-        "width": out_w,
-        "height": out_h,
-        "orig_width": width,
-        "orig_height": height,
-        "scale": round(loaded.scale, 6),
-        "caption_kind": "human" if record.captions else ("m2b+b2c" if record.mask_path is not None else "b2c"),
-        "objects": [o.to_json() for o in written],
-    }
-    for name in ("split", "label"):
-        if getattr(record, name) is not None:
-            meta[name] = getattr(record, name)
-    if record.meta:
-        meta["source_meta"] = record.meta
-    if loaded.notes:
-        meta["conversion"] = loaded.notes
+    meta = sample_meta(record, base["key"], captions, written, loaded.size, loaded.orig_size, loaded.scale, loaded.notes)
     phash = image_phash(loaded.rgb, cfg.dedup.hash_side)
     meta["phash"] = f"{phash:016x}"
     return Sample(
@@ -197,6 +188,32 @@ def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sam
         classes=dict(Counter(display_name(o.cls) for o in objects)),
         **base,
     )
+
+
+def sample_meta(record: Record, key: str, captions: list[str], written: list[ObjectAnn], size: tuple[int, int],
+                orig_size: tuple[int, int], scale: float, notes: list[str]) -> dict:
+    """A sample's ``<key>.json`` content (less its phash): ``size`` as written, ``orig_size`` as read."""
+    meta = {
+        "key": key,
+        "captions": captions,
+        "source": record.source,
+        "rel_path": record.rel_path,  # relative to the dataset root: shards never carry a machine's absolute paths
+        "width": size[0],
+        "height": size[1],
+        "orig_width": orig_size[0],
+        "orig_height": orig_size[1],
+        "scale": round(scale, 6),
+        "caption_kind": "human" if record.captions else ("m2b+b2c" if record.mask_path is not None else "b2c"),
+        "objects": [o.to_json() for o in written],
+    }
+    for name in ("split", "label"):
+        if getattr(record, name) is not None:
+            meta[name] = getattr(record, name)
+    if record.meta:
+        meta["source_meta"] = record.meta
+    if notes:
+        meta["conversion"] = notes
+    return meta
 
 
 def sample_json_bytes(sample: Sample) -> bytes:

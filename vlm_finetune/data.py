@@ -136,7 +136,7 @@ class GeoChatDataset(Dataset):
     Images load lazily in ``__getitem__``."""
 
     def __init__(self, data, image_dir, processor, max_length: int = 2048, image_seq_length: int | None = None,
-                 pad_to_square: bool = True, image_aspect_ratio: str | None = None):
+                 pad_to_square: bool = True, image_aspect_ratio: str | None = None, high_res_grid: int = 0):
         screened = data if isinstance(data, ScreenedRecords) else screen_images(
             _read_records(data), image_dir, str(data) if isinstance(data, (str, Path)) else "records")
         self.image_dir = Path(image_dir)
@@ -147,6 +147,7 @@ class GeoChatDataset(Dataset):
         self.image_aspect_ratio = _mode(image_aspect_ratio if image_aspect_ratio is not None else pad_to_square)
         self.pad_to_square = self.image_aspect_ratio == PAD
         self.max_length = int(max_length)
+        self.high_res_grid = int(high_res_grid)  # N of a dual-perspective model: 2N^2 + 1 sub-images; 0 = plain
         self.image_seq_length = int(image_seq_length or processor_image_tokens(processor))
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.items: list[tuple[dict, list[int], list[int]]] = []
@@ -184,7 +185,7 @@ class GeoChatDataset(Dataset):
 
         with Image.open(self.image_dir / rec["image"]) as im:
             image = im.convert("RGB")
-        pixels = pixel_values(image, self.image_processor, self.image_aspect_ratio)[0]
+        pixels = pixel_values(image, self.image_processor, self.image_aspect_ratio, self.high_res_grid)[0]
         return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
                 "pixel_values": pixels}
 

@@ -228,20 +228,23 @@ def load_for_inference(model_dir, adapter=None, device: str = "cpu"):
     if adapter:
         from peft import PeftModel
 
+        from .dual_perspective import model_for_adapter
+
         try:
-            model = PeftModel.from_pretrained(model, adapter)
+            model = PeftModel.from_pretrained(model_for_adapter(model, adapter), adapter)
         except Exception as exc:  # noqa: BLE001 - peft raises many types for an adapter of another model
             raise EvalError(f"--adapter {adapter}: cannot apply it to {model_dir} ({first_line(exc)})") from None
     return model.to(device).eval(), processor
 
 
-def prompt_inputs(processor, image, prompt: str, image_aspect_ratio: str | None = None):
+def prompt_inputs(processor, image, prompt: str, image_aspect_ratio: str | None = None, high_res_grid: int = 0):
     """Model inputs (ids, mask, pixel_values) of a rendered vicuna_v1 ``prompt`` holding one ``<image>`` and of
     ``image`` (PIL), preprocessed as training did (:func:`vlm_finetune.image_prep.prepare_image`: ``"pad"`` by
-    default, never a bare centre crop)."""
-    from .image_prep import prepare_image
+    default, never a bare centre crop; a dual-perspective model's 2N^2 + 1 sub-images with ``high_res_grid``)."""
+    from .image_prep import prepare_image, with_high_res
 
-    return processor(images=prepare_image(image, processor, image_aspect_ratio), text=prompt, return_tensors="pt")
+    inputs = processor(images=prepare_image(image, processor, image_aspect_ratio), text=prompt, return_tensors="pt")
+    return with_high_res(inputs, image, processor, image_aspect_ratio, high_res_grid)
 
 
 def generate_answer(model, processor, image, prompt: str, max_new_tokens: int = 64,
@@ -251,11 +254,11 @@ def generate_answer(model, processor, image, prompt: str, max_new_tokens: int = 
     unless ``image_aspect_ratio`` is given."""
     import torch
 
-    from .image_prep import model_image_aspect_ratio
+    from .image_prep import model_high_res_grid, model_image_aspect_ratio
 
     tok = processor.tokenizer
     mode = image_aspect_ratio or model_image_aspect_ratio(model)
-    inputs = prompt_inputs(processor, image, prompt, mode).to(model.device)
+    inputs = prompt_inputs(processor, image, prompt, mode, model_high_res_grid(model)).to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     with torch.inference_mode():

@@ -195,7 +195,8 @@ class GeoChat:
 def assemble_geochat(vision_dir, llm_dir_or_config, projector=None, *, tokenizer=None, image_size: int | None = None,
                      dtype: torch.dtype | None = None, image_token_index: int | None = None,
                      pad_to_multiple_of: int | None = None, chat_template: str | None = None,
-                     image_aspect_ratio: str = DEFAULT_MODE) -> GeoChat:
+                     image_aspect_ratio: str = DEFAULT_MODE, high_res: str = "", high_res_grid: int = 3,
+                     seed: int | None = None) -> GeoChat:
     """Build GeoChat as a ``LlavaForConditionalGeneration``; returns its :class:`GeoChat` handle.
 
     ``vision_dir``: a Hugging Face CLIP vision directory (weights + ``preprocessor_config.json``).
@@ -206,6 +207,8 @@ def assemble_geochat(vision_dir, llm_dir_or_config, projector=None, *, tokenizer
     ``chat_template``: the processor's Jinja chat template; None = vicuna_v1 (:data:`CHAT_TEMPLATE`).
     ``image_aspect_ratio``: the image preprocessing recorded in ``config.image_aspect_ratio``
     (:mod:`vlm_finetune.image_prep`; GeoChat's ``pad``).
+    ``high_res``: ``"dual-perspective"`` builds INF-LLaVA's input path (:mod:`vlm_finetune.dual_perspective`, grid
+    ``high_res_grid``, its new module seeded with ``seed``); ``""``/``"none"``: plain GeoChat.
 
     The handle's ``processor`` is a LlavaProcessor (image processor at ``image_size`` + the tokenizer with
     ``<image>``) when a tokenizer is known, else None and ``image_processor`` the sized CLIPImageProcessor alone
@@ -243,6 +246,10 @@ def assemble_geochat(vision_dir, llm_dir_or_config, projector=None, *, tokenizer
         load_projector_weights(model, projector)
     finish_tokens(model, tokenizer, image_token_index=image_token_index, pad_to_multiple_of=pad_to_multiple_of)
     record_image_aspect_ratio(model, image_aspect_ratio)
+    if high_res:
+        from vlm_finetune.dual_perspective import apply_high_res
+
+        model = apply_high_res(model, high_res, high_res_grid, seed=seed)
     model.eval()
     if tokenizer is None:
         return GeoChat(model, image_processor=image_processor)
@@ -327,12 +334,15 @@ def save_geochat(model, processor, output_dir, max_shard_size: str | int = "5GB"
 def load_geochat(model_dir, dtype: Any = None) -> GeoChat:
     """Load an HF Llava GeoChat directory as a :class:`GeoChat` handle: its LlavaProcessor when the directory holds
     one (or a tokenizer + an image processor to make one), else whichever part it holds."""
-    from transformers import AutoProcessor, CLIPImageProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor, CLIPImageProcessor
+
+    from vlm_finetune.dual_perspective import llava_class
 
     model_dir = check_geochat_dir(model_dir)
     kwargs = {"dtype": dtype} if dtype is not None else {}
+    model_class = llava_class(read_json(model_dir / "config.json", GeoChatError))  # dual-perspective when recorded
     try:
-        model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), **kwargs)
+        model = model_class.from_pretrained(str(model_dir), **kwargs)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad folder
         raise loading_error("an HF Llava model", model_dir, exc) from None
     try:

@@ -65,6 +65,10 @@ class FinetuneConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=2048, metadata={"help": "max tokens per sample (image tokens included)"})
     pad_to_square: bool = field(default=True, metadata={"help": "GeoChat's image_aspect_ratio=pad"})
+    high_res: str = field(default="", metadata={
+        "help": "dual-perspective: INF-LLaVA's high-resolution input (2N^2+1 sub-images, a new trainable module, "
+                "the same image tokens); none: plain GeoChat; empty: as --model records"})
+    high_res_grid: int = field(default=3, metadata={"help": "N of --high-res dual-perspective (N x N crops per view)"})
     bf16: str = field(default="auto", metadata={"help": "auto (on a bf16 GPU), true or false"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations (less memory)"})
     deepspeed: str | None = field(default=None, metadata={"help": "DeepSpeed json config, passed to the Trainer"})
@@ -114,6 +118,10 @@ class FinetuneConfig:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.high_res not in ("", "none", "dual-perspective"):
+            raise ConfigError(f"high_res must be dual-perspective or none, got {self.high_res!r}")
+        if self.high_res_grid < 2:
+            raise ConfigError(f"high_res_grid must be >= 2, got {self.high_res_grid}")
 
 
 def lora_target_names(model) -> list[str]:
@@ -138,14 +146,23 @@ def use_bf16(cfg: FinetuneConfig) -> bool:
     return cfg.bf16 == "true"
 
 
+def modules_to_save(model, cfg: FinetuneConfig) -> list[str] | None:
+    """Whole modules trained and saved with the adapter: the projector with ``train_projector``, and a
+    dual-perspective model's ``dual_perspective`` module always (it is new)."""
+    from vlm_finetune.dual_perspective import is_dual_perspective
+
+    names = (["multi_modal_projector"] if cfg.train_projector else []) + (
+        ["dual_perspective"] if is_dual_perspective(model.config) else [])
+    return names or None
+
+
 def prepare_model(model, cfg: FinetuneConfig):
-    """Freeze, wrap with LoRA, unfreeze the projector: returns the PeftModel."""
+    """Freeze, wrap with LoRA, unfreeze the projector (and a dual-perspective module): returns the PeftModel."""
     from peft import LoraConfig, get_peft_model
 
     model.requires_grad_(False)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-                      target_modules=lora_target_regex(model),
-                      modules_to_save=["multi_modal_projector"] if cfg.train_projector else None)
+                      target_modules=lora_target_regex(model), modules_to_save=modules_to_save(model, cfg))
     peft_model = get_peft_model(model, lora)
     if not cfg.freeze_vision_tower:
         for name, p in peft_model.named_parameters():
@@ -258,14 +275,17 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
     from transformers import Trainer
 
     from vlm_finetune.data import GeoChatCollator, GeoChatDataset
+    from vlm_finetune.dual_perspective import apply_high_res, write_adapter_settings
     from vlm_finetune.geochat import load_geochat, save_geochat
-    from vlm_finetune.image_prep import record_image_aspect_ratio
+    from vlm_finetune.image_prep import model_high_res_grid, record_image_aspect_ratio
 
     bf16 = use_bf16(cfg)
     chat = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
     model, processor = chat.model, chat.require_processor(cfg.model, FinetuneError, "; convert_geochat writes one")
+    model = apply_high_res(model, cfg.high_res, cfg.high_res_grid, seed=cfg.seed)  # INF-LLaVA's input path, if asked
     dataset = GeoChatDataset(screened, cfg.images, processor, max_length=cfg.max_length,
-                             image_seq_length=model.config.image_seq_length, pad_to_square=cfg.pad_to_square)
+                             image_seq_length=model.config.image_seq_length, pad_to_square=cfg.pad_to_square,
+                             high_res_grid=model_high_res_grid(model))
     if len(dataset) == 0:
         raise FinetuneError(f"no usable samples in {cfg.data} (dropped: {dataset.screened.describe_drops()}; "
                             f"max_length {cfg.max_length})")
@@ -288,11 +308,13 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
                "dropped_examples": {k: v[:20] for k, v in dataset.dropped.items() if v},
                "dropped_first": dataset.screened.first, "truncated": dataset.truncated,
                "trainable_params": trainable, "total_params": total, "bf16": bf16,
-               "lora_targets": targets, "config": to_dict(cfg), "recipe": recipe}
+               "lora_targets": targets, "high_res_grid": dataset.high_res_grid, "config": to_dict(cfg),
+               "recipe": recipe}
     if trainer.is_world_process_zero():
         adapter = out / "adapter"
         peft_model.save_pretrained(str(adapter))
         processor.save_pretrained(str(adapter))
+        write_adapter_settings(model, adapter)  # a plain --model is rebuilt dual-perspective to take the adapter
         summary["adapter"] = str(adapter)
         if cfg.merge:
             merged = peft_model.merge_and_unload()
