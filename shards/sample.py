@@ -153,14 +153,21 @@ def skipped_object_counts(record: Record, counts: Counter) -> dict:
     return dict(out) if out["read"] else {}
 
 
-def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sample:
-    """The work of build_sample; ``counts`` (object counts) is filled in place so a skip can still report them."""
+def check_record_issues(record: Record, cfg: BuildConfig) -> list:
+    """Raise SampleSkip for the record's first record-level issue (or, with ``--strict``, its first object issue);
+    returns the object-level issues."""
     blocking = [i for i in record.issues if i.level == "record"]
     if blocking:
         raise SampleSkip(blocking[0].reason, blocking[0].message)
     object_issues = [i for i in record.issues if i.level != "record"]
     if cfg.strict and object_issues:
         raise SampleSkip(object_issues[0].reason, object_issues[0].message)
+    return object_issues
+
+
+def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sample:
+    """The work of build_sample; ``counts`` (object counts) is filled in place so a skip can still report them."""
+    object_issues = check_record_issues(record, cfg)
     loaded = load_image(record.image_path, cfg.image)
     width, height = loaded.orig_size
     raw_objects = mask_objects(record, loaded, cfg) if record.mask_path is not None else record.objects

@@ -26,7 +26,16 @@ from shards.dedup import image_phash
 from shards.imageio import encode_jpeg, fit_within
 from shards.m2b import boxes_from_mask
 from shards.record import Issue, Record
-from shards.sample import Sample, build_sample, clip_objects, record_mask, sample_meta, scaled, skipped_object_counts
+from shards.sample import (
+    Sample,
+    build_sample,
+    check_record_issues,
+    clip_objects,
+    record_mask,
+    sample_meta,
+    scaled,
+    skipped_object_counts,
+)
 from shards.scene_reader import open_scene, scene_size
 from shards.tiling import Box, tile_grid, tile_objects
 
@@ -66,12 +75,7 @@ def build_samples(index: int, record: Record, cfg: BuildConfig) -> list[Sample]:
 
 def tile_scene(index: int, record: Record, cfg: BuildConfig, size: int, counts: Counter) -> list[Sample]:
     """Every tile of the record's scene as a sample (``counts``: the scene's own object counts, for a skip)."""
-    blocking = [i for i in record.issues if i.level == "record"]
-    if blocking:
-        raise SampleSkip(blocking[0].reason, blocking[0].message)
-    object_issues = [i for i in record.issues if i.level != "record"]
-    if cfg.strict and object_issues:
-        raise SampleSkip(object_issues[0].reason, object_issues[0].message)
+    object_issues = check_record_issues(record, cfg)
     scene = open_scene(record.image_path, cfg.image)
     try:
         width, height = scene.size
