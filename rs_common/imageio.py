@@ -12,6 +12,9 @@ image. With the default ``[0, 1, 2]`` an image with fewer than 3 bands is shown 
 other setting must name bands that the image has, else it is skipped as ``band_out_of_range``. 16-bit and
 float bands get a per-band percentile stretch (``image.high_bit_percentiles``) that leaves out NaN and the
 file's GDAL nodata value (those pixels come out black).
+A SAR image (``sensor="sar"``) is scaled differently: its 16-bit/float bands are taken to dB first (``image.sar_input``:
+10*log10 of intensity, 20*log10 of amplitude, or already dB), then stretched between the ``image.sar_percentiles`` of
+the dB values; an infrared image is stretched like a grey optical one. 8-bit images of every sensor are kept as they are.
 Every failure becomes a :class:`SampleSkip` with a stable reason key for the run report.
 """
 
@@ -37,6 +40,8 @@ from rs_common.errors import SampleSkip
 
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 DEFAULT_BANDS = (0, 1, 2)
+SENSORS = ("optical", "sar", "infrared")
+SAR_INPUTS = {"intensity": 10.0, "amplitude": 20.0, "db": None}  # dB = factor * log10(linear value)
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 GDAL_NODATA = 42113
 # what Pillow's libtiff always decodes: none, LZW, JPEG, Adobe deflate, PackBits, old deflate
@@ -60,6 +65,15 @@ class ImageConfig:
                           "With the default 0 1 2 an image with 1 or 2 bands is shown grey from band 0; otherwise an "
                           "image lacking a band asked for is skipped as band_out_of_range"},
     )
+    sar_input: str = field(
+        default="intensity",
+        metadata={"help": "what a SAR image's 16-bit/float pixels are: 'intensity' (power, dB = 10*log10), 'amplitude' "
+                          "(dB = 20*log10) or 'db' (already dB); zero and negative linear values come out black"},
+    )
+    sar_percentiles: list[float] = field(
+        default_factory=lambda: [1.0, 99.0],
+        metadata={"help": "percentile stretch of a SAR band's dB values to 8 bit (instead of image.high_bit_percentiles)"},
+    )
     exif_orientation: str = field(
         default="apply",
         metadata={"help": "a JPEG/TIFF EXIF Orientation tag (phone/UAV photos): 'apply' turns the pixels upright before "
@@ -77,6 +91,11 @@ class ImageConfig:
         lo_hi = self.high_bit_percentiles
         if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
             raise ConfigError(f"image.high_bit_percentiles must be [low, high] within 0..100, got {lo_hi}")
+        lo_hi = self.sar_percentiles
+        if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
+            raise ConfigError(f"image.sar_percentiles must be [low, high] within 0..100, got {lo_hi}")
+        if self.sar_input not in SAR_INPUTS:
+            raise ConfigError(f"image.sar_input must be one of {', '.join(SAR_INPUTS)}, got {self.sar_input!r}")
         if len(self.bands) != 3 or any(b < 0 for b in self.bands):
             raise ConfigError(f"image.bands must be three band indices, got {self.bands}")
         if self.exif_orientation not in ("apply", "ignore"):
@@ -140,6 +159,21 @@ def stretch_to_uint8(array: np.ndarray, percentiles: list[float], nodata: float 
     return out[:, :, 0] if array.ndim == 2 else out
 
 
+def sar_db(array: np.ndarray, sar_input: str, nodata: float | None = None) -> np.ndarray:
+    """A SAR array (any dtype) as float32 dB: 10*log10 of intensity, 20*log10 of amplitude, or as it is for 'db'.
+    ``nodata`` pixels become NaN (black); zero linear values -inf (saturate black), negative ones NaN (black)."""
+    values = array.astype(np.float32)
+    if nodata is not None:
+        values[array == (array.dtype.type(nodata) if array.dtype.kind == "f" else nodata)] = np.nan
+    factor = SAR_INPUTS[sar_input]
+    if factor is None:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log10(values, out=values)
+    np.multiply(values, np.float32(factor), out=values)
+    return values
+
+
 def pick_bands(array: np.ndarray, cfg: ImageConfig, path: Path) -> tuple[np.ndarray, str]:
     """(H, W, bands) -> (H, W, 3) in ``image.bands`` order, or (H, W) grey; plus what was done, for the note.
 
@@ -160,16 +194,22 @@ def pick_bands(array: np.ndarray, cfg: ImageConfig, path: Path) -> tuple[np.ndar
 
 
 def array_to_rgb(array: np.ndarray, cfg: ImageConfig, path: Path, fmt: str, notes: list[str],
-                 nodata: float | None = None) -> Image.Image:
+                 nodata: float | None = None, sensor: str = "optical") -> Image.Image:
     """HxW or HxWxC array of any dtype, bands in file order -> RGB image (bands picked by ``cfg.bands``,
     16-bit/float stretched per picked band); one note such as "13-band uint16 TIFF: bands [3, 2, 1] used as RGB,
-    stretched to 8 bit (percentiles 2-98 %)" says what was done."""
+    stretched to 8 bit (percentiles 2-98 %)" says what was done. A SAR ``sensor`` goes to dB before its stretch."""
     if array.ndim == 2:
         array = array[:, :, None]
     count, dtype = array.shape[2], array.dtype
     array, picked = pick_bands(array, cfg, path)
     done = [picked] if picked else []
-    if dtype != np.uint8:
+    if dtype != np.uint8 and sensor == "sar":
+        lo, hi = cfg.sar_percentiles
+        skipped = f", nodata {nodata:g} left out" if nodata is not None else ""
+        to_db = "" if cfg.sar_input == "db" else f"SAR {cfg.sar_input} to dB, "
+        done.append(f"{to_db}stretched to 8 bit (dB percentiles {lo:g}-{hi:g} %{skipped})")
+        array = stretch_to_uint8(sar_db(array, cfg.sar_input, nodata), cfg.sar_percentiles)
+    elif dtype != np.uint8:
         lo, hi = cfg.high_bit_percentiles
         skipped = f", nodata {nodata:g} left out" if nodata is not None else ""
         done.append(f"stretched to 8 bit (percentiles {lo:g}-{hi:g} %{skipped})")
@@ -189,10 +229,10 @@ def pil_bands(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def pil_to_rgb(img: Image.Image, cfg: ImageConfig, path: Path, notes: list[str]) -> Image.Image:
+def pil_to_rgb(img: Image.Image, cfg: ImageConfig, path: Path, notes: list[str], sensor: str = "optical") -> Image.Image:
     """Any Pillow mode -> RGB: alpha dropped, palettes expanded, 16-bit stretched, other bands picked."""
     if img.mode in HIGH_BIT_MODES or tuple(cfg.bands) != DEFAULT_BANDS:
-        return array_to_rgb(pil_bands(img), cfg, path, img.format or "image", notes)
+        return array_to_rgb(pil_bands(img), cfg, path, img.format or "image", notes, sensor=sensor)
     if img.mode == "RGB":
         return img
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -228,7 +268,8 @@ def gdal_nodata(page: tifffile.TiffPage) -> float | None:
         return None
 
 
-def decode_raster(data: bytes, path: Path, cfg: ImageConfig, notes: list[str]) -> tuple[Image.Image, int] | None:
+def decode_raster(data: bytes, path: Path, cfg: ImageConfig, notes: list[str],
+                  sensor: str = "optical") -> tuple[Image.Image, int] | None:
     """A TIFF through tifffile -> (RGB image, TIFF orientation), or None for a plain 8-bit TIFF left to Pillow.
 
     The size is checked from the first page's header before any pixel is decoded; the pixels come back as
@@ -254,7 +295,7 @@ def decode_raster(data: bytes, path: Path, cfg: ImageConfig, notes: list[str]) -
         raise SampleSkip("corrupt_image", f"{path}: cannot decode TIFF ({type(exc).__name__}: {exc})") from None
     if "S" in page.axes:
         array = np.moveaxis(array, page.axes.index("S"), -1)
-    rgb = array_to_rgb(array, cfg, path, "TIFF", notes, nodata)
+    rgb = array_to_rgb(array, cfg, path, "TIFF", notes, nodata, sensor)
     return rgb, int(orientation) if isinstance(orientation, int) and orientation in ORIENTATION_FIX else 1
 
 
@@ -276,11 +317,12 @@ def check_size(width: int, height: int, path: Path, cfg: ImageConfig) -> None:
         raise SampleSkip("too_small", f"{path}: {width}x{height} is below image.min_side={cfg.min_side}")
 
 
-def decode(data: bytes, path: Path, cfg: ImageConfig) -> tuple[Image.Image, str, list[str]]:
-    """Bytes -> (RGB image, source format, conversion notes). Size is checked from the header first."""
+def decode(data: bytes, path: Path, cfg: ImageConfig, sensor: str = "optical") -> tuple[Image.Image, str, list[str]]:
+    """Bytes -> (RGB image, source format, conversion notes). Size is checked from the header first; ``sensor``
+    (one of ``SENSORS``) picks how 16-bit/float pixels are scaled to 8 bit."""
     notes: list[str] = []
     if data[:4] in TIFF_MAGIC:
-        raster = decode_raster(data, path, cfg, notes)
+        raster = decode_raster(data, path, cfg, notes, sensor)
         if raster is not None:
             return upright(*raster, cfg, notes), "TIFF", notes
     try:
@@ -297,7 +339,7 @@ def decode(data: bytes, path: Path, cfg: ImageConfig) -> tuple[Image.Image, str,
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
         reason = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
         raise SampleSkip(reason, f"{path}: cannot decode image ({exc})") from None
-    return upright(pil_to_rgb(img, cfg, path, notes), exif_orientation(img), cfg, notes), fmt, notes
+    return upright(pil_to_rgb(img, cfg, path, notes, sensor), exif_orientation(img), cfg, notes), fmt, notes
 
 
 # EXIF Orientation -> the transpose that makes the stored pixels upright (what PIL.ImageOps.exif_transpose does)

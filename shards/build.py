@@ -511,7 +511,7 @@ def run_finalize_pass(plan: BuildPlan, started: float | None = None) -> dict:
         if not (plan.output / entry["name"]).exists():
             raise RuntimeError(f"{plan.output / entry['name']} is missing after the write pass")
     dataset_issues = load_dataset_issues(plan)
-    counts = tally(rows, removed, [s.name for s in plan.inputs], dataset_issues)
+    counts = plan.with_sensors(tally(rows, removed, [s.name for s in plan.inputs], dataset_issues))
     counts["shards"] = len(shard_list)
     counts["eval_images"] = dedup["eval_images"]
     if dedup["eval_skipped"]:

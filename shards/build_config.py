@@ -5,7 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rs_common.config import ConfigError
-from rs_common.imageio import ImageConfig
+from rs_common.imageio import SENSORS, ImageConfig
+
+
+@dataclass
+class InputConfig:
+    sensor: list[str] = field(
+        default_factory=lambda: ["optical"],
+        metadata={"help": f"what took the images: {' | '.join(SENSORS)}; one value for every --input or one per --input, "
+                          "in order. Goes into each sample's json and the report; a SAR image's 16-bit/float pixels are "
+                          "scaled through dB (image.sar_input, image.sar_percentiles)"},
+    )
+
+    def validate(self) -> None:
+        bad = [s for s in self.sensor if s not in SENSORS]
+        if bad or not self.sensor:
+            raise ConfigError(f"input.sensor must be one or more of {', '.join(SENSORS)}, got {self.sensor}")
+
+    def resolve(self, count: int) -> list[str]:
+        """One sensor per input: a single value for all ``count`` inputs, else exactly one each."""
+        if len(self.sensor) == 1:
+            return list(self.sensor) * count
+        if len(self.sensor) != count:
+            raise ConfigError(f"input.sensor: give one sensor for all inputs or one per --input ({count}), got {self.sensor}")
+        return list(self.sensor)
+
+    def bind(self, sources: dict[str, str]) -> None:
+        """Remember source name -> sensor (not a setting: it travels with the config to the worker processes)."""
+        self._by_source = dict(sources)
+
+    def sensor_of(self, source: str) -> str:
+        by_source = getattr(self, "_by_source", None) or {}
+        return by_source.get(source, self.sensor[0] if len(self.sensor) == 1 else "optical")
 
 
 @dataclass
@@ -42,8 +73,18 @@ class B2CConfig:
     )
     many_above: int = field(default=10, metadata={"help": "counts above this read 'many' / 'a lot of'"})
     seed: int = field(default=0, metadata={"help": "seed of the caption RNG (per sample it is mixed with the sample key)"})
+    sensor_templates: dict = field(
+        default_factory=dict,
+        metadata={"help": "sensor -> template wrapped around each B2C caption of that sensor's images, e.g. "
+                          "{sar: 'a SAR image with {caption}'} ({caption} = the caption, its first letter lowered unless "
+                          "it starts the template; {sensor} = SAR / infrared / optical). Empty = captions unchanged"},
+    )
 
     def validate(self) -> None:
+        for sensor, template in self.sensor_templates.items():
+            if sensor not in SENSORS or not isinstance(template, str) or "{caption}" not in template:
+                raise ConfigError(f"b2c.sensor_templates: want {{sensor: template with '{{caption}}'}} for sensors in "
+                                  f"{', '.join(SENSORS)}, got {sensor!r}: {template!r}")
         if not 0.0 < self.centre_fraction <= 1.0:
             raise ConfigError(f"b2c.centre_fraction must be in (0, 1], got {self.centre_fraction}")
         if self.many_above < 1:
@@ -176,6 +217,7 @@ class BuildConfig:
     seed: int = field(default=0, metadata={"help": "seed for everything random in the build"})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad sample or annotation instead of skipping it"})
     image: ImageConfig = field(default_factory=ImageConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     files: FileConfig = field(default_factory=FileConfig)
     boxes: BoxConfig = field(default_factory=BoxConfig)
     classes: ClassConfig = field(default_factory=ClassConfig)
@@ -191,5 +233,5 @@ class BuildConfig:
     def validate(self) -> None:
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        for section in (self.image, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.tile, self.writer, self.report):
+        for section in (self.image, self.input, self.boxes, self.b2c, self.masks, self.folders, self.dedup, self.tile, self.writer, self.report):
             section.validate()

@@ -128,10 +128,13 @@ def parse_build_command(argv: list[str] | None = None) -> BuildCommand:
     for path in args.dedup_against:
         if not path.exists():
             parser.error(f"--dedup-against path does not exist: {path}")
-    plan = BuildPlan(
-        inputs=source_names(args.input), output=args.output, cfg=cfg, dedup_against=list(args.dedup_against),
-        num_nodes=args.num_nodes, node_rank=args.node_rank, progress=not args.no_progress,
-    )
+    try:  # input.sensor: one for all inputs or one per --input
+        plan = BuildPlan(
+            inputs=source_names(args.input), output=args.output, cfg=cfg, dedup_against=list(args.dedup_against),
+            num_nodes=args.num_nodes, node_rank=args.node_rank, progress=not args.no_progress,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
     return BuildCommand(plan, args.stage, args.overwrite)
 
 

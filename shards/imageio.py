@@ -42,10 +42,11 @@ def fit_within(img: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     return img.resize(new_size, Image.Resampling.BICUBIC, reducing_gap=3.0), scale
 
 
-def load_image(path: Path, cfg: ImageConfig) -> LoadedImage:
-    """Read, decode, convert and (when too large) downscale one image; raises SampleSkip on failure."""
+def load_image(path: Path, cfg: ImageConfig, sensor: str = "optical") -> LoadedImage:
+    """Read, decode (``sensor``: how 16-bit/float pixels are scaled), convert and (when too large) downscale one
+    image; raises SampleSkip on failure."""
     data = read_bytes(path)
-    rgb, fmt, notes = decode(data, path, cfg)
+    rgb, fmt, notes = decode(data, path, cfg, sensor)
     orig_size = rgb.size
     rgb, scale = fit_within(rgb, cfg.max_side)
     # an RGB JPEG at its own size goes into the shard byte for byte (no generation loss, no encode time)

@@ -14,11 +14,13 @@ STAGES = ("hash", "dedup", "write", "finalize")
 
 @dataclass
 class InputSpec:
-    """One ``--input FORMAT:PATH``; ``name`` is the source name used in keys and reports."""
+    """One ``--input FORMAT:PATH``; ``name`` is the source name used in keys and reports; ``sensor`` (optical, sar,
+    infrared) is taken from ``input.sensor`` when not given."""
 
     fmt: str
     path: Path
     name: str
+    sensor: str | None = None
 
 
 @dataclass
@@ -30,6 +32,19 @@ class BuildPlan:
     num_nodes: int = 1
     node_rank: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Give every input its sensor (its own, else ``input.sensor``) and tell the config which source has which."""
+        sensors = self.cfg.input.resolve(len(self.inputs))
+        for spec, sensor in zip(self.inputs, sensors):
+            spec.sensor = spec.sensor or sensor
+        self.cfg.input.bind({spec.name: spec.sensor for spec in self.inputs})
+
+    def with_sensors(self, counts: dict) -> dict:
+        """report.json's counts with each source's ``sensor`` in its per-source counts."""
+        for spec in self.inputs:
+            counts.get("sources", {}).get(spec.name, {})["sensor"] = spec.sensor
+        return counts
 
     @property
     def work(self) -> Path:

@@ -137,7 +137,7 @@ def sources_section(counts: dict) -> str:
         tds = "".join(f"<td>{esc(fmt_num(v))}</td>" for v in cells)
         return f'<tr class="{css}"><td class="name">{esc(name)}</td>{tds}<td>{balance_badge(c)}</td></tr>'
 
-    body = "".join(row(name, c, "source") for name, c in sources.items()) + row("all sources", counts, "total")
+    body = "".join(row(f"{name} ({c['sensor']})" if c.get("sensor") else name, c, "source") for name, c in sources.items()) + row("all sources", counts, "total")
     return kit.section("Per source", f'<table><tr><th class="name">source</th>{head}</tr>{body}</table>')
 
 

@@ -112,15 +112,29 @@ def mask_objects(record: Record, loaded: LoadedImage, cfg: BuildConfig) -> list[
     return objects
 
 
+SENSOR_NAMES = {"optical": "optical", "sar": "SAR", "infrared": "infrared"}
+
+
+def sensor_captions(captions: list[str], sensor: str, cfg: BuildConfig) -> list[str]:
+    """B2C captions wrapped in ``b2c.sensor_templates[sensor]`` (unchanged when the sensor has none):
+    "a SAR image with {caption}" turns "3 ships at the edge of the picture." into "a SAR image with 3 ships at ..."."""
+    template = cfg.b2c.sensor_templates.get(sensor)
+    if not template:
+        return captions
+    lower = not template.startswith("{caption}")
+    return [template.replace("{sensor}", SENSOR_NAMES[sensor]).replace("{caption}", c[:1].lower() + c[1:] if lower else c)
+            for c in captions]
+
+
 def choose_captions(record: Record, objects: list[ObjectAnn], loaded: LoadedImage, cfg: BuildConfig, rng: random.Random) -> list[str]:
     if record.captions:
         return list(record.captions)
     if not objects:
         raise SampleSkip("no_objects", f"{record.where()}: no usable object to caption and no caption given")
     width, height = loaded.size
-    return b2c_captions(
+    return sensor_captions(b2c_captions(
         caption_objects(objects, loaded.scale), width, height, rng, cfg.b2c.centre_fraction, cfg.b2c.many_above
-    )
+    ), cfg.input.sensor_of(record.source), cfg)
 
 
 def build_sample(index: int, record: Record, cfg: BuildConfig) -> Sample:
@@ -168,7 +182,8 @@ def check_record_issues(record: Record, cfg: BuildConfig) -> list:
 def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sample:
     """The work of build_sample; ``counts`` (object counts) is filled in place so a skip can still report them."""
     object_issues = check_record_issues(record, cfg)
-    loaded = load_image(record.image_path, cfg.image)
+    sensor = cfg.input.sensor_of(record.source)
+    loaded = load_image(record.image_path, cfg.image, sensor)
     width, height = loaded.orig_size
     raw_objects = mask_objects(record, loaded, cfg) if record.mask_path is not None else record.objects
     objects, clipped_counts, box_issues = clip_objects(raw_objects, width, height, cfg, record.where())
@@ -181,7 +196,7 @@ def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sam
     rng = random.Random(f"{cfg.b2c.seed}:{base['key']}")
     captions = choose_captions(record, objects, loaded, cfg, rng)
     written = [scaled(o, loaded.scale) for o in objects]
-    meta = sample_meta(record, base["key"], captions, written, loaded.size, loaded.orig_size, loaded.scale, loaded.notes)
+    meta = sample_meta(record, base["key"], captions, written, loaded.size, loaded.orig_size, loaded.scale, loaded.notes, sensor)
     phash = image_phash(loaded.rgb, cfg.dedup.hash_side)
     meta["phash"] = f"{phash:016x}"
     return Sample(
@@ -198,8 +213,9 @@ def _build(record: Record, cfg: BuildConfig, base: dict, counts: Counter) -> Sam
 
 
 def sample_meta(record: Record, key: str, captions: list[str], written: list[ObjectAnn], size: tuple[int, int],
-                orig_size: tuple[int, int], scale: float, notes: list[str]) -> dict:
-    """A sample's ``<key>.json`` content (less its phash): ``size`` as written, ``orig_size`` as read."""
+                orig_size: tuple[int, int], scale: float, notes: list[str], sensor: str = "optical") -> dict:
+    """A sample's ``<key>.json`` content (less its phash): ``size`` as written, ``orig_size`` as read; ``sensor``
+    (optical, sar, infrared) is what took the image."""
     meta = {
         "key": key,
         "captions": captions,
@@ -210,6 +226,7 @@ def sample_meta(record: Record, key: str, captions: list[str], written: list[Obj
         "orig_width": orig_size[0],
         "orig_height": orig_size[1],
         "scale": round(scale, 6),
+        "sensor": sensor,
         "caption_kind": "human" if record.captions else ("m2b+b2c" if record.mask_path is not None else "b2c"),
         "objects": [o.to_json() for o in written],
     }

@@ -63,10 +63,10 @@ class DecodedScene:
 
     windowed = False
 
-    def __init__(self, path: Path, cfg: ImageConfig):
+    def __init__(self, path: Path, cfg: ImageConfig, sensor: str = "optical"):
         data = read_bytes(path)
         with no_pixel_limit():
-            self.rgb, self.fmt, self.notes = decode(data, path, replace(cfg, max_pixels=NO_PIXEL_LIMIT))
+            self.rgb, self.fmt, self.notes = decode(data, path, replace(cfg, max_pixels=NO_PIXEL_LIMIT), sensor)
         del data
         self.size = self.rgb.size
 
@@ -82,8 +82,8 @@ class WindowedTiff:
 
     windowed = True
 
-    def __init__(self, path: Path, cfg: ImageConfig):
-        self.path, self.cfg = path, cfg
+    def __init__(self, path: Path, cfg: ImageConfig, sensor: str = "optical"):
+        self.path, self.cfg, self.sensor = path, cfg, sensor
         self.tif = tifffile.TiffFile(path)
         page = self.page = self.tif.pages[0]
         self.size = (int(page.imagewidth), int(page.imagelength))
@@ -148,17 +148,18 @@ class WindowedTiff:
             array = self.read_array(box)
         except TIFF_ERRORS as exc:
             raise SampleSkip("corrupt_image", f"{self.path}: cannot decode TIFF window {list(box)} ({type(exc).__name__}: {exc})") from None
-        return array_to_rgb(array, self.cfg, self.path, "TIFF", notes, self.nodata), notes
+        return array_to_rgb(array, self.cfg, self.path, "TIFF", notes, self.nodata, self.sensor), notes
 
     def close(self) -> None:
         self.tif.close()
 
 
-def open_scene(path: Path, cfg: ImageConfig) -> DecodedScene | WindowedTiff:
-    """The scene behind ``path`` ready for windows: windowed for a TIFF that allows it, else decoded once."""
+def open_scene(path: Path, cfg: ImageConfig, sensor: str = "optical") -> DecodedScene | WindowedTiff:
+    """The scene behind ``path`` ready for windows: windowed for a TIFF that allows it, else decoded once
+    (``sensor``: how 16-bit/float pixels are scaled, see :func:`rs_common.imageio.decode`)."""
     if WindowedTiff.usable(path):
         try:
-            return WindowedTiff(path, cfg)
+            return WindowedTiff(path, cfg, sensor)
         except TIFF_ERRORS as exc:
             raise SampleSkip("corrupt_image", f"{path}: cannot open TIFF ({type(exc).__name__}: {exc})") from None
-    return DecodedScene(path, cfg)
+    return DecodedScene(path, cfg, sensor)

@@ -33,6 +33,7 @@ from shards.sample import (
     clip_objects,
     record_mask,
     sample_meta,
+    sensor_captions,
     scaled,
     skipped_object_counts,
 )
@@ -76,7 +77,7 @@ def build_samples(index: int, record: Record, cfg: BuildConfig) -> list[Sample]:
 def tile_scene(index: int, record: Record, cfg: BuildConfig, size: int, counts: Counter) -> list[Sample]:
     """Every tile of the record's scene as a sample (``counts``: the scene's own object counts, for a skip)."""
     object_issues = check_record_issues(record, cfg)
-    scene = open_scene(record.image_path, cfg.image)
+    scene = open_scene(record.image_path, cfg.image, cfg.input.sensor_of(record.source))
     try:
         width, height = scene.size
         mask = record_mask(record, (width, height)) if record.mask_path is not None else None
@@ -118,7 +119,9 @@ def tile_sample(index: int, ordinal: int, box: Box, record: Record, scene, objec
         rgb, scale = fit_within(rgb, cfg.image.max_side)
         rng = random.Random(f"{cfg.b2c.seed}:{key}")
         captions = b2c_captions(caption_objects(kept, scale), rgb.width, rgb.height, rng, cfg.b2c.centre_fraction, cfg.b2c.many_above)
-        meta = sample_meta(record, key, captions, [scaled(o, scale) for o in kept], rgb.size, orig_size, scale, notes)
+        sensor = cfg.input.sensor_of(record.source)
+        meta = sample_meta(record, key, sensor_captions(captions, sensor, cfg), [scaled(o, scale) for o in kept], rgb.size,
+                           orig_size, scale, notes, sensor)
         meta["scene"] = {"rel_path": record.rel_path, "width": scene.size[0], "height": scene.size[1]}
         meta["tile"] = [x0, y0, x1, y1]
         phash = image_phash(rgb, cfg.dedup.hash_side)

@@ -53,8 +53,8 @@ def test_cli_rejects_bad_value_before_work(tmp_path, capsys):
 
 def test_cli_rejects_unknown_format_and_missing_path(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        build_main(["--input", f"yolo:{tmp_path}", "--output", str(tmp_path / "o")])
-    assert "unknown format 'yolo'" in capsys.readouterr().err
+        build_main(["--input", f"kitti:{tmp_path}", "--output", str(tmp_path / "o")])
+    assert "unknown format 'kitti'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_main(["--input", f"dota:{tmp_path / 'nope'}", "--output", str(tmp_path / "o")])
     assert "does not exist" in capsys.readouterr().err

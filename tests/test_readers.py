@@ -60,10 +60,10 @@ def same_corners(a, b, tol: float = 1e-3) -> bool:
 
 
 def test_formats_and_dispatch_errors(tmp_path):
-    assert FORMATS == ("coco", "dota", "voc", "mask", "captions", "folders")
+    assert FORMATS == ("coco", "dota", "voc", "yolo", "mask", "captions", "folders")
     assert {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"} <= set(IMAGE_EXTENSIONS)
-    with pytest.raises(ValueError, match="coco, dota, voc, mask, captions, folders"):
-        read_records("yolo", tmp_path, "s", BuildConfig())
+    with pytest.raises(ValueError, match="coco, dota, voc, yolo, mask, captions, folders"):
+        read_records("kitti", tmp_path, "s", BuildConfig())
     missing = tmp_path / "nowhere"
     with pytest.raises(LayoutError, match=str(missing)):
         read_records("dota", missing, "s", BuildConfig())

@@ -8,7 +8,7 @@ build owns this folder"); ``_work/`` holds a build in progress. Per sample a sha
 * ``<key>.txt``  - one caption (what open_clip_train's ``--train-data`` reads);
 * ``<key>.json`` - the sample json: ``key``, ``captions`` (all of them, a list of strings), ``source``,
   ``rel_path`` (relative to the dataset root), ``width``/``height`` (as written), ``orig_width``/``orig_height``,
-  ``scale``, ``caption_kind``, ``objects`` (``class``, ``hbb``, optional ``obb``/``difficult``), ``phash``, and
+  ``scale``, ``sensor`` (optical, sar, infrared), ``caption_kind``, ``objects`` (``class``, ``hbb``, optional ``obb``/``difficult``), ``phash``, and
   when known ``split``, ``label``, ``source_meta``, ``conversion``.
 
 The key rule is webdataset's: a member's key is its path up to the first dot of its file name, and the rest is its

@@ -19,17 +19,18 @@ from rs_common.errors import LayoutError
 from rs_common.files import IMAGE_EXTENSIONS, absolute, is_under
 from rs_common.formats.shard_sample import BUILD_MARKER, MANIFEST, is_build_manifest
 from shards.build_config import BuildConfig
-from shards.readers import captions, coco, dota, folders, masks, voc
+from shards.readers import captions, coco, dota, folders, masks, voc, yolo
 from shards.readers._common import is_hidden, record_issue
 from shards.record import DatasetIssue, Record
 
-FORMATS = ("coco", "dota", "voc", "mask", "captions", "folders")
+FORMATS = ("coco", "dota", "voc", "yolo", "mask", "captions", "folders")
 
 READERS = MappingProxyType({
-    "coco": coco.read, "dota": dota.read, "voc": voc.read, "mask": masks.read, "captions": captions.read, "folders": folders.read,
+    "coco": coco.read, "dota": dota.read, "voc": voc.read, "yolo": yolo.read, "mask": masks.read, "captions": captions.read, "folders": folders.read,
 })
 LAYOUT_CHECKS = MappingProxyType({
-    "coco": coco.check_layout, "dota": dota.check_layout, "voc": voc.check_layout, "mask": masks.check_layout,
+    "coco": coco.check_layout, "dota": dota.check_layout, "voc": voc.check_layout, "yolo": yolo.check_layout,
+    "mask": masks.check_layout,
     "captions": captions.check_layout, "folders": folders.check_layout,
 })
 
