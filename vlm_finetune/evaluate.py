@@ -26,18 +26,21 @@ from rs_common.formats.conversation import generation_prompt
 from rs_common.formats.llava_record import json_lines, load_json_records, read_text_file, strip_image_token
 
 from .boxes import parse_boxes
+from .earthgpt import looks_earthgpt, parse_earthgpt_boxes
 from .metrics import (
     acc_at_iou,
     accuracy,
+    detection_map,
     meteor,
     normalize_answer,
+    polygon_sample_iou,
     rouge_scores,
     sample_iou,
 )
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classify", "vqa", "refer", "grounding", "region-caption")
+TASKS = ("classify", "vqa", "refer", "grounding", "region-caption", "detect")
 BOX_TASKS = ("refer", "grounding")
 
 
@@ -49,7 +52,9 @@ class EvalError(ValueError):
 class EvalGeoChatConfig:
     model: str | None = field(default=None, metadata={"help": "HF Llava GeoChat directory (not needed with "
                                                                "--predictions)", "metavar": "DIR"})
-    task: str | None = field(default=None, metadata={"help": "one of " + ", ".join(TASKS)})
+    task: str | None = field(default=None, metadata={"help": "one of " + ", ".join(TASKS) + " (detect: mAP of "
+                                                             "EarthGPT-format answers; refer/grounding read both "
+                                                             "formats)"})
     data: str | None = field(default=None, metadata={"help": "LLaVA-format json (list of {id, image, "
                                                               "conversations}) or jsonl"})
     images: str | None = field(default=None, metadata={"help": "folder the records' image paths are relative to"})
@@ -315,7 +320,9 @@ def score(task: str, records: list[dict], preds: dict[str, str], box_match: str 
     rows = [{"id": r["id"], "image": r["image"], "question": r["question"], "reference": r["reference"],
              "answer": a} for r, a in zip(records, answers)]
     notes = []
-    if task in ("classify", "vqa"):
+    if task == "detect" or (task in BOX_TASKS and any(looks_earthgpt(r) for r in refs)):
+        metrics.update(score_earthgpt(task, rows, answers, refs, box_match, iou_threshold))
+    elif task in ("classify", "vqa"):
         metrics["accuracy"] = metrics["score"] = accuracy(answers, refs)
         metrics["score_name"] = "accuracy_percent"
         for row in rows:
@@ -363,6 +370,40 @@ def score(task: str, records: list[dict], preds: dict[str, str], box_match: str 
     if notes:
         metrics["notes"] = notes
     return metrics, rows
+
+
+def score_earthgpt(task: str, rows: list[dict], answers: list, refs: list[str], box_match: str | None = None,
+                   iou_threshold: float = 0.5) -> dict[str, Any]:
+    """Metrics of EarthGPT-format box answers (:mod:`vlm_finetune.earthgpt`): ``detect`` -> mAP@``iou_threshold``
+    (:func:`detection_map`, answers ranked by order of appearance); ``refer`` / ``grounding`` -> acc@threshold with
+    polygon IoU. Rows get ``pred_polygons`` / ``ref_polygons`` (normalised) and, for grounding, ``iou``/``correct``."""
+    parsed = [parse_earthgpt_boxes(a) if a is not None else None for a in answers]
+    ref_parsed = [parse_earthgpt_boxes(r) for r in refs]
+    out: dict[str, Any] = {
+        "format": "earthgpt",
+        "n_malformed_boxes": sum(p.n_malformed for p in parsed if p is not None),
+        "n_malformed_reference_boxes": sum(r.n_malformed for r in ref_parsed),
+        "n_no_box_predictions": sum(1 for p in parsed if p is not None and not p.boxes),
+    }
+    preds = [[(b.label, b.polygon) for b in p.boxes] if p is not None else [] for p in parsed]
+    golds = [[(b.label, b.polygon) for b in r.boxes] for r in ref_parsed]
+    for row, p, g in zip(rows, preds, golds):
+        row.update(pred_polygons=[b for _, b in p], ref_polygons=[b for _, b in g])
+    key = f"{'mAP' if task == 'detect' else 'acc'}@{iou_threshold:g}"
+    if task == "detect":
+        res = detection_map(preds, golds, iou_threshold)
+        out.update(per_class_ap=res["per_class"], n_classes=res["n_classes"])
+        out[key] = out["score"] = res["map"]
+        out["ranking"] = "no scores in a model's answer: detections ranked by their order of appearance"
+    else:
+        match = box_match or ("first" if task == "refer" else "best")
+        ious = [polygon_sample_iou(row["pred_polygons"], row["ref_polygons"], match) for row in rows]
+        for row, v in zip(rows, ious):
+            row.update(iou=v, correct=v >= iou_threshold)
+        out[key] = out["score"] = 100.0 * sum(v >= iou_threshold for v in ious) / len(ious) if ious else 0.0
+        out.update(mean_iou=sum(ious) / len(ious) if ious else 0.0, box_match=match)
+    out["score_name"] = f"{key}_percent"
+    return out
 
 
 # ---------------------------------------------------------------- report

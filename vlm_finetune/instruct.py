@@ -15,7 +15,8 @@ task that the record's annotations allow:
 
 ``rsvqa:`` and ``geochat-bench:`` inputs give their questions and answers as they are
 (:mod:`vlm_finetune.instruct_sources`). The samples of one image become single- or multi-turn records by the
-``turns`` setting (:mod:`vlm_finetune.instruct_turns`).
+``turns`` setting (:mod:`vlm_finetune.instruct_turns`). ``format="earthgpt"`` writes EarthGPT/MMRS-style unified
+instructions instead (boxes normalised to [0, 1]; :mod:`vlm_finetune.earthgpt`); ``geochat`` is the default.
 
 Boxes use :mod:`vlm_finetune.boxes` (0-100 grid, oriented when the source has an OBB). The sampling (which object,
 which caption, which absent class, the order of the rounds) is seeded per image from ``(seed, source, rel_path)``:
@@ -91,6 +92,15 @@ class InstructConfig:
         "help": "single: one question per record; multi: the questions of an image as conversations of up to "
                 "max_turns rounds (<image> in the first only); both: the single-turn records and the multi-turn ones"})
     max_turns: int = field(default=3, metadata={"help": "rounds per multi-turn conversation (turns multi/both)"})
+    format: str = field(default="geochat", metadata={
+        "help": "geochat: GeoChat's prompts and {<x1><y1><x2><y2>|θ} boxes; earthgpt: EarthGPT/MMRS-style unified "
+                "instructions, boxes [xmin, ymin, xmax, ymax] normalised to [0, 1] (vlm_finetune/earthgpt.py)"})
+    obb: bool = field(default=False, metadata={
+        "help": "format earthgpt: oriented boxes [x1, y1, ..., x4, y4] instead of horizontal ones"})
+    name_sensor: bool = field(default=False, metadata={
+        "help": "format earthgpt: name the sensor in prompts ('this SAR image'), from the record or --sensor"})
+    sensor: str | None = field(default=None, metadata={
+        "help": "format earthgpt: the sensor of inputs whose records carry none (optical, sar, infrared)"})
     bench_images: str | None = field(default=None, metadata={
         "help": "folder the image names of geochat-bench inputs are in (or in its <file stem>/ folder); default: "
                 "the jsonl's folder", "metavar": "DIR"})
@@ -109,6 +119,8 @@ class InstructConfig:
             raise ConfigError(f"tasks must name at least one of {', '.join(TASKS)}")
         if self.turns not in TURN_MODES:
             raise ConfigError(f"turns must be one of {', '.join(TURN_MODES)}, got {self.turns!r}")
+        if self.format not in ("geochat", "earthgpt"):
+            raise ConfigError(f"format must be geochat or earthgpt, got {self.format!r}")
         if self.max_turns < 2:
             raise ConfigError(f"max_turns must be >= 2 (rounds of a multi-turn conversation), got {self.max_turns}")
 
@@ -165,6 +177,30 @@ def _image_size(record) -> tuple[int, int]:
         return im.size
 
 
+def _kept_objects(record) -> tuple[list, int, int]:
+    """The record's objects (non-difficult ones if any) whose centre lies on the image, and the image size (0, 0
+    when there are no objects)."""
+    objects = [o for o in record.objects if not o.difficult] or list(record.objects)
+    if not objects:
+        return [], 0, 0
+    width, height = _image_size(record)
+    # some shipped crops keep labels of the uncropped image: drop objects whose centre is off the image
+    objects = [o for o in objects if 0 <= (o.hbb[0] + o.hbb[2]) / 2 < width and 0 <= (o.hbb[1] + o.hbb[3]) / 2 < height]
+    return objects, width, height
+
+
+def _earthgpt_samples(record, image, tasks, classes, objects, size, rng, cfg: InstructConfig) -> list[dict]:
+    from vlm_finetune.earthgpt import EarthOptions, ImageView, earthgpt_samples
+
+    objects = objects if len(objects) <= cfg.max_objects else []
+    by_cls: dict[str, list] = {}
+    for o in objects:
+        by_cls.setdefault(_human(o.cls), []).append(o)
+    view = ImageView(f"{record.source}/{record.rel_path}", image, size[0], size[1], objects, by_cls, _human, _position)
+    opts = EarthOptions(obb=cfg.obb, name_sensor=cfg.name_sensor, sensor=cfg.sensor)
+    return earthgpt_samples(record, view, set(tasks), classes, opts, rng)
+
+
 def samples_for_record(record, image: str, tasks, classes: list[str], scene_classes: list[str], seed: int,
                        cfg: InstructConfig) -> list[dict]:
     """The instruction samples of one stage-0 record (see the module docstring)."""
@@ -173,11 +209,9 @@ def samples_for_record(record, image: str, tasks, classes: list[str], scene_clas
     rng = random.Random(f"{seed}:{record.source}:{record.rel_path}")
     rec_id = f"{record.source}/{record.rel_path}"
     out: list[dict] = []
-    objects = [o for o in record.objects if not o.difficult] or list(record.objects)
-    if objects:
-        width, height = _image_size(record)
-        # some shipped crops keep labels of the uncropped image: drop objects whose centre is off the image
-        objects = [o for o in objects if 0 <= (o.hbb[0] + o.hbb[2]) / 2 < width and 0 <= (o.hbb[1] + o.hbb[3]) / 2 < height]
+    objects, width, height = _kept_objects(record)
+    if cfg.format == "earthgpt":
+        return _earthgpt_samples(record, image, tasks, classes, objects, (width, height), rng, cfg)
     if objects and len(objects) <= cfg.max_objects:
         by_cls: dict[str, list] = {}
         for o in objects:

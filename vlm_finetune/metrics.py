@@ -127,6 +127,95 @@ def acc_at_iou(pred_boxes_list, ref_boxes_list, thr: float = 0.5, match: str = "
     return 100.0 * hits / len(refs)
 
 
+# ---------------------------------------------------------------- polygons and detection mAP (EarthGPT format)
+
+def _shoelace(poly) -> float:
+    return abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]))) / 2.0
+
+
+def _axis_rect(poly):
+    xs, ys = sorted({round(p[0], 9) for p in poly}), sorted({round(p[1], 9) for p in poly})
+    return (xs[0], ys[0], xs[-1], ys[-1]) if len(poly) == 4 and len(xs) == 2 and len(ys) == 2 else None
+
+
+def polygon_iou(pa, pb) -> float:
+    """IoU of two convex quadrilaterals given as 4 ``(x, y)`` corners in any consistent order (e.g. EarthGPT boxes
+    normalised to [0, 1]): exact rectangle formula when both are axis-aligned, else polygon intersection (shapely,
+    or OpenCV). Zero-area polygons give 0."""
+    pa, pb = [tuple(map(float, p)) for p in pa], [tuple(map(float, p)) for p in pb]
+    area_a, area_b = _shoelace(pa), _shoelace(pb)
+    if area_a <= 0 or area_b <= 0:
+        return 0.0
+    ra, rb = _axis_rect(pa), _axis_rect(pb)
+    if ra and rb:
+        inter = max(0.0, min(ra[2], rb[2]) - max(ra[0], rb[0])) * max(0.0, min(ra[3], rb[3]) - max(ra[1], rb[1]))
+    else:
+        inter = _polygon_intersection(pa, pb)
+    union = area_a + area_b - inter
+    return float(min(1.0, max(0.0, inter / union))) if union > 0 else 0.0
+
+
+def polygon_sample_iou(pred_polys, ref_polys, match: str = "first") -> float:
+    """:func:`sample_iou` for polygons (EarthGPT-format grounding answers)."""
+    pred_polys, ref_polys = list(pred_polys or []), list(ref_polys or [])
+    if not pred_polys or not ref_polys:
+        return 0.0
+    if match not in ("first", "best"):
+        raise ValueError(f"match {match!r}: use first or best")
+    return max(polygon_iou(p, r) for p in (pred_polys[:1] if match == "first" else pred_polys) for r in ref_polys)
+
+
+def voc_ap(tp_flags, n_gt: int) -> float:
+    """VOC all-point interpolated AP (0-1) of ranked hits ``tp_flags`` (True = true positive) against ``n_gt``."""
+    if n_gt <= 0:
+        return 0.0
+    recall, precision, tp = [0.0], [1.0], 0
+    for k, hit in enumerate(tp_flags, 1):
+        tp += bool(hit)
+        recall.append(tp / n_gt)
+        precision.append(tp / k)
+    recall.append(1.0)
+    precision.append(0.0)
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    return sum((recall[i] - recall[i - 1]) * precision[i] for i in range(1, len(recall)) if recall[i] != recall[i - 1])
+
+
+def detection_map(preds, refs, iou_threshold: float = 0.5, iou=polygon_iou) -> dict:
+    """mAP (percent) of detections: ``preds`` / ``refs`` = one list per image of ``(label, polygon)``.
+
+    A model's answer carries no scores, so detections are ranked by their order of appearance in the answer (first
+    = most confident); the same position in different images keeps the image order. Per class, VOC matching (each
+    detection takes its highest-IoU reference box of that class in the image; a hit if IoU >= threshold and that
+    box is not already taken, else a false positive) and VOC all-point AP; the mean runs over the classes of the
+    references (detections of other classes are false positives of no class counted). ``iou`` is any
+    ``(a, b) -> IoU`` (:func:`polygon_iou`, or :func:`rotated_iou` for grid Boxes)."""
+    preds, refs = list(preds), list(refs)
+    if len(preds) != len(refs):
+        raise ValueError(f"{len(preds)} predictions for {len(refs)} references")
+    classes = sorted({label for image in refs for label, _ in image})
+    ranked = sorted(((k, i, label, box) for i, image in enumerate(preds) for k, (label, box) in enumerate(image or [])),
+                    key=lambda t: (t[0], t[1]))
+    per_class = {}
+    for cls in classes:
+        gts = {i: [box for label, box in image if label == cls] for i, image in enumerate(refs)}
+        taken = {i: [False] * len(boxes) for i, boxes in gts.items()}
+        flags = []
+        for _, i, label, box in ranked:
+            if label != cls:
+                continue
+            ious = [iou(box, g) for g in gts[i]]
+            j = max(range(len(ious)), key=ious.__getitem__) if ious else -1
+            hit = j >= 0 and ious[j] >= iou_threshold and not taken[i][j]
+            if hit:
+                taken[i][j] = True
+            flags.append(hit)
+        per_class[cls] = 100.0 * voc_ap(flags, sum(len(b) for b in gts.values()))
+    value = sum(per_class.values()) / len(per_class) if per_class else 0.0
+    return {"map": value, "per_class": per_class, "n_classes": len(classes),
+            "n_predictions": len(ranked), "n_references": sum(len(image) for image in refs)}
+
+
 # ---------------------------------------------------------------- captions
 
 def _tokens(text) -> list[str]:

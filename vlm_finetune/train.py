@@ -6,7 +6,10 @@ when a swapped RS vision tower needs its projector trained); lr 2e-4, cosine, wa
 GeoChat's/LLaVA's own flags (``--data_path``, ``--lora_enable``, every TrainingArguments field) are read by
 :mod:`vlm_finetune.llava_flags`; the TrainingArguments are built by :mod:`vlm_finetune.train_args`.
 
-Outputs: ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA merged in, ``save_geochat``, loads with
+``--tune`` picks what is trained (:mod:`vlm_finetune.tuning`): ``lora`` (the default, above), ``unfrozen-attn-norm``
+or ``bias`` (EarthGPT's stages); ``--vision-layers`` feeds the projector several tower layers.
+
+Outputs (``lora``): ``OUTPUT/adapter`` (peft adapter + processor), ``OUTPUT/merged`` (LoRA merged in, ``save_geochat``, loads with
 ``load_geochat``), ``OUTPUT/checkpoint-*`` (Trainer checkpoints, ``--resume``), ``OUTPUT/finetune.json`` (summary),
 ``OUTPUT/recipe.yaml`` (the ``--config`` file, verbatim; its path and sha256 in finetune.json's ``recipe``).
 
@@ -35,6 +38,7 @@ from rs_common.config import ConfigError, to_dict
 from rs_common.recipes import global_batch_problem, record_recipe
 from vlm_finetune.data import FinetuneError
 from vlm_finetune.train_args import check_trainer_args, checkpointing_args, training_arguments  # noqa: F401
+from vlm_finetune.tuning import TUNE_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,13 @@ class FinetuneConfig:
     data: str | None = field(default=None, metadata={"help": "LLaVA-format instruction json (build_instruct output)"})
     images: str | None = field(default=None, metadata={"help": "folder the records' 'image' paths are relative to"})
     output: str | None = field(default=None, metadata={"help": "output folder (adapter/, merged/, checkpoints)"})
+    tune: str = field(default="lora", metadata={
+        "help": "what is trained: lora (GeoChat), unfrozen-attn-norm (the LLM's q/k/v/o projections and RMSNorms, "
+                "EarthGPT's cross-modal stage) or bias (a scale and shift per output channel of each LLM linear, "
+                "EarthGPT's instruction stage)"})
+    vision_layers: list[int] = field(default_factory=list, metadata={
+        "help": "tower layers whose features are concatenated for the projector (EarthGPT: -2 -5 -8); a new, "
+                "trained projector when the count differs from the model's; empty: as --model records"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
@@ -92,6 +103,10 @@ class FinetuneConfig:
         for key in ("model", "data", "images", "output"):
             if not getattr(self, key):
                 raise ConfigError(f"--{key} is required")
+        if self.tune not in TUNE_MODES:
+            raise ConfigError(f"tune must be one of {', '.join(TUNE_MODES)}, got {self.tune!r}")
+        if len(set(self.vision_layers)) != len(self.vision_layers):
+            raise ConfigError(f"vision_layers must be distinct, got {self.vision_layers}")
         if self.lora_r < 1:
             raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
         if self.lora_alpha <= 0:
@@ -278,6 +293,7 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
     from vlm_finetune.dual_perspective import apply_high_res, write_adapter_settings
     from vlm_finetune.geochat import load_geochat, save_geochat
     from vlm_finetune.image_prep import model_high_res_grid, record_image_aspect_ratio
+    from vlm_finetune.tuning import apply_vision_layers, merge_scale_shift, prepare_tuning, save_full_tuning
 
     bf16 = use_bf16(cfg)
     chat = load_geochat(cfg.model, dtype=torch.bfloat16 if bf16 else torch.float32)
@@ -291,8 +307,9 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
                             f"max_length {cfg.max_length})")
     record_image_aspect_ratio(model, dataset.image_aspect_ratio)  # saved with the model: inference prepares alike
     model.config.use_cache = False
-    targets = lora_target_names(model)  # before peft wraps each linear into base_layer + lora_A/B
-    peft_model = prepare_model(model, cfg)
+    cfg = apply_vision_layers(model, cfg)
+    targets = lora_target_names(model) if cfg.tune == "lora" else []  # before peft wraps each linear
+    peft_model = prepare_model(model, cfg) if cfg.tune == "lora" else prepare_tuning(model, cfg)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info("trainable parameters: %d of %d (%.2f %%)", trainable, total, 100 * trainable / total)
@@ -308,16 +325,19 @@ def _train(cfg: FinetuneConfig, screened, resume, callbacks, recipe: dict | None
                "dropped_examples": {k: v[:20] for k, v in dataset.dropped.items() if v},
                "dropped_first": dataset.screened.first, "truncated": dataset.truncated,
                "trainable_params": trainable, "total_params": total, "bf16": bf16,
-               "lora_targets": targets, "high_res_grid": dataset.high_res_grid, "config": to_dict(cfg),
+               "tune": cfg.tune, "lora_targets": targets, "high_res_grid": dataset.high_res_grid, "config": to_dict(cfg),
                "recipe": recipe}
     if trainer.is_world_process_zero():
-        adapter = out / "adapter"
-        peft_model.save_pretrained(str(adapter))
-        processor.save_pretrained(str(adapter))
-        write_adapter_settings(model, adapter)  # a plain --model is rebuilt dual-perspective to take the adapter
-        summary["adapter"] = str(adapter)
-        if cfg.merge:
-            merged = peft_model.merge_and_unload()
+        if cfg.tune == "lora":
+            adapter = out / "adapter"
+            peft_model.save_pretrained(str(adapter))
+            processor.save_pretrained(str(adapter))
+            write_adapter_settings(model, adapter)  # a plain --model is rebuilt dual-perspective to take the adapter
+            summary["adapter"] = str(adapter)
+        else:
+            summary.update(save_full_tuning(model, cfg))
+        if cfg.merge or cfg.tune == "unfrozen-attn-norm":
+            merged = peft_model.merge_and_unload() if cfg.tune == "lora" else merge_scale_shift(model)
             merged.config.use_cache = True
             if bf16:
                 merged = merged.to(torch.bfloat16)
