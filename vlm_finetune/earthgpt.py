@@ -164,7 +164,8 @@ def dedup_captions(captions) -> list[str]:
     return out
 
 
-def _plural(word: str, n: int) -> str:
+def plural(word: str, n: int) -> str:
+    """English plural of a class name for ``n`` objects (the builder's counting questions and answers)."""
     if n == 1:
         return word
     if word.endswith(("s", "x", "ch", "sh")):
@@ -208,7 +209,7 @@ def vqa_record(view: ImageView, tasks, classes, img: str, rng: random.Random) ->
     names = sorted(view.by_cls)
     pairs = []
     if "count" in tasks:
-        pairs += [(f"How many {_plural(n, 2)} are there in {img}? {SINGLE}", str(len(view.by_cls[n]))) for n in names]
+        pairs += [(f"How many {plural(n, 2)} are there in {img}? {SINGLE}", str(len(view.by_cls[n]))) for n in names]
     if "presence" in tasks:
         absent = [c for c in classes if c not in view.by_cls]
         name, answer = (rng.choice(absent), "No") if absent and rng.random() < 0.5 else (rng.choice(names), "Yes")
@@ -238,7 +239,7 @@ def box_samples(view: ImageView, tasks, opts: EarthOptions, img: str, rng: rando
         obj = rng.choice(view.objects)
         name = view.human(obj.cls)
         same = len(view.by_cls[name])
-        tail = f", one of {same} {_plural(name, same)} in the image" if same > 1 else ""
+        tail = f", one of {same} {plural(name, same)} in the image" if same > 1 else ""
         answer = f"a {name} at the {view.position(obj.hbb, w, h)} of the image{tail}."
         out.append(_make(view, "region_caption", [(REGION.format(box=object_box_text(obj, w, h, opts.obb), img=img),
                                                    answer)]))

@@ -49,6 +49,7 @@ from vlm_finetune.parts import (
     make_processor,
     meta_tensors,
     new_projector,
+    replace_projector,
     prepare_tokenizer,
     sized_image_processor,
     update_processor,
@@ -288,12 +289,7 @@ def swap_vision_tower(model, vision_dir, reinit_projector: bool = False, *, imag
     model.config.vision_config = tower.config
     model.config.image_seq_length = image_token_count(tower.config)
     if reinit_projector:
-        if seed is not None:
-            torch.manual_seed(seed)
-        new = new_projector(model.config, like=projector)
-        new.requires_grad_(any(p.requires_grad for p in projector.parameters()))
-        new.train(projector.training)
-        model.model.multi_modal_projector = new
+        replace_projector(model, seed)
         logger.info("projector re-initialised for vision width %d -> text width %d",
                     tower.config.hidden_size, model.config.text_config.hidden_size)
     if processor is not None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from rs_common.config import ConfigError
 from rs_common.files import atomic_write_text
 from rs_common.formats.llava_record import make_record, read_records
+from vlm_finetune.earthgpt import plural
 from vlm_finetune.instruct_report import write_instruct_report
 from vlm_finetune.instruct_sources import (
     CLS_SUFFIX,
@@ -138,16 +139,6 @@ def _human(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name).strip().lower()
 
 
-def _plural(word: str, n: int) -> str:
-    if n == 1:
-        return word
-    if word.endswith(("s", "x", "ch", "sh")):
-        return word + "es"
-    if word.endswith("y") and word[-2:-1] not in "aeiou":
-        return word[:-1] + "ies"
-    return word + "s"
-
-
 def _position(hbb, width, height) -> str:
     cx = (hbb[0] + hbb[2]) / 2 / width
     cy = (hbb[1] + hbb[3]) / 2 / height
@@ -228,7 +219,7 @@ def samples_for_record(record, image: str, tasks, classes: list[str], scene_clas
                 objs = by_cls[name][:cfg.max_boxes_per_phrase]
                 n = len(by_cls[name])
                 boxes = format_boxes([_box(o, width, height) for o in objs])
-                parts.append(f"<p>{n} {_plural(name, n)}</p>{boxes}")
+                parts.append(f"<p>{n} {plural(name, n)}</p>{boxes}")
             text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
             verb = "is" if len(objects) == 1 else "are"
             out.append(_sample(rec_id, image, "[grounding] Describe the image in detail.",
@@ -243,13 +234,13 @@ def samples_for_record(record, image: str, tasks, classes: list[str], scene_clas
             box = format_boxes([_box(obj, width, height)])
             name = _human(obj.cls)
             same = len(by_cls[name])
-            tail = f" , one of {same} {_plural(name, same)} in the image" if same > 1 else ""
+            tail = f" , one of {same} {plural(name, same)} in the image" if same > 1 else ""
             out.append(_sample(rec_id, image, f"[identify] Give a short description of the region {box}.",
                                f"a {name} at the {_position(obj.hbb, width, height)} of the image{tail}.",
                                "region_caption"))
         if "count" in tasks:
             name = rng.choice(names)
-            out.append(_sample(rec_id, image, f"How many {_plural(name, 2)} are there in the image? {VQA_SUFFIX}",
+            out.append(_sample(rec_id, image, f"How many {plural(name, 2)} are there in the image? {VQA_SUFFIX}",
                                str(len(by_cls[name])), "count"))
         if "presence" in tasks:
             absent = [c for c in classes if c not in by_cls]

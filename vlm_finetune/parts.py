@@ -203,6 +203,19 @@ def new_projector(config, like: nn.Module | None = None) -> nn.Module:
     return projector
 
 
+def replace_projector(model, seed: int | None = None) -> nn.Module:
+    """Put a freshly initialised projector (sized for ``model.config`` as it is now) in place of the model's, keeping
+    the old one's trainability and mode; ``seed`` makes the initialisation reproducible. Returns the new projector."""
+    projector = model.model.multi_modal_projector
+    if seed is not None:
+        torch.manual_seed(seed)
+    new = new_projector(model.config, like=projector)
+    new.requires_grad_(any(p.requires_grad for p in projector.parameters()))
+    new.train(projector.training)
+    model.model.multi_modal_projector = new
+    return new
+
+
 def projector_state_dict(weights) -> dict[str, torch.Tensor]:
     """Projector weights keyed ``linear_1.*`` / ``linear_2.*`` from any of: LLaVA's ``mm_projector.bin``
     (``model.mm_projector.0.weight``...), an HF Llava state dict (``...multi_modal_projector.linear_1.weight``) or

@@ -208,7 +208,7 @@ def set_vision_layers(model, layers, seed: int | None = None) -> bool:
     """Feed the projector the concatenated hidden states of the tower layers ``layers`` (a list; one layer is kept
     an int, as GeoChat's ``-2``). Rebuilds the projector (random init) when the input width changes; returns whether
     it did."""
-    from vlm_finetune.parts import feature_layers, new_projector
+    from vlm_finetune.parts import feature_layers, replace_projector
 
     n_hidden = model.config.vision_config.num_hidden_layers
     for layer in layers:
@@ -220,12 +220,7 @@ def set_vision_layers(model, layers, seed: int | None = None) -> bool:
     projector = model.model.multi_modal_projector
     if projector.linear_1.in_features == model.config.vision_config.hidden_size * feature_layers(model.config):
         return False
-    if seed is not None:
-        torch.manual_seed(seed)
-    new = new_projector(model.config, like=projector)
-    new.requires_grad_(any(p.requires_grad for p in projector.parameters()))
-    new.train(projector.training)
-    model.model.multi_modal_projector = new
+    replace_projector(model, seed)
     return True
 
 
