@@ -329,3 +329,14 @@ def test_shipped_demo_suite_on_the_demo_data(tmp_path):
     cli.main(["--checkpoint", str(run), "--suite", "demo", "--data-root", str(data), "--output", str(tmp_path / "s2"),
               "--device", "cpu", "--workers", "0", "--few-shot-seeds", "2", "--cache", str(tmp_path / "c")])
     assert json.loads((tmp_path / "s2" / "suite_meta.json").read_text())["feature_cache"]["reused"] == 0
+
+
+def test_a_suite_where_nothing_ran_is_an_error_naming_the_data_root(tiny_checkpoint, tmp_path, capsys):
+    """The first thing a user meets with a shipped suite: a --data-root that holds none of its folders."""
+    out = tmp_path / "out"
+    assert cli.main(["--checkpoint", str(tiny_checkpoint), "--model", "rs-tiny", "--suite", "remoteclip",
+                     "--data-root", str(tmp_path / "nowhere"), "--output", str(out), "--device", "cpu",
+                     "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of the 16 datasets" in err[0] and "--data-root" in err[0] and "AID" in err[0]
+    assert json.loads((out / "suite_meta.json").read_text())["status_counts"] == {"skipped": 16}

@@ -170,4 +170,9 @@ def run_suite(cfg: SuiteConfig, bundle=None) -> dict[str, Any]:
     atomic_write_json(out / "suite_meta.json", meta)
     write_suite_report(out, suite, meta)
     log.info("suite: %s -> %s", meta["status_counts"], out / "suite.md")
+    if not suite:  # a wrong --data-root skips every dataset: say so instead of an empty table and exit status 0
+        first = datasets[0] if datasets else {}
+        raise EvalError(f"none of the {len(datasets)} datasets of {suite_path} ran ({meta['status_counts']}; first: "
+                        f"{first.get('name')}: {first.get('reason')}); relative paths are taken from --data-root "
+                        f"({cfg.data_root or 'the current folder'})")
     return suite
